@@ -1,0 +1,362 @@
+//! Group commit: a bounded queue into workers that store a batch of reports
+//! and their rollups in one transaction, update the windows in one round
+//! trip, and only then answer every waiting request.
+//!
+//! No timer: a worker takes whatever is queued when it becomes free (up to
+//! `max_batch`), so a lone report at night is written at once and a burst
+//! fills batches by itself while the previous one commits.
+
+use downwatch_core::{City, CountryCode, GLOBAL_SCOPE, ProblemKind, ReportRecord, minute_of};
+use downwatch_store::Storage;
+use downwatch_windows::{DedupKey, Increment, WindowStore};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::histogram::Histogram;
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::{Mutex, mpsc, oneshot, watch};
+use tokio::task::JoinHandle;
+
+#[derive(Debug, Clone)]
+pub struct IngestConfig {
+    /// Reports waiting for a worker; beyond it submissions are refused (503).
+    pub queue_capacity: usize,
+    /// Most reports one transaction takes.
+    pub max_batch: usize,
+    /// Concurrent batches: one while another commits keeps the database busy.
+    pub workers: usize,
+    /// One counted report per client per service within this window.
+    pub dedup_window: Duration,
+}
+
+impl Default for IngestConfig {
+    fn default() -> Self {
+        Self {
+            queue_capacity: 20_000,
+            max_batch: 1_000,
+            workers: 2,
+            dedup_window: Duration::from_secs(15 * 60),
+        }
+    }
+}
+
+/// A parsed report, waiting to be stored.
+#[derive(Debug, Clone)]
+pub struct Submission {
+    pub service_id: i64,
+    pub problem: ProblemKind,
+    pub country: Option<CountryCode>,
+    pub city: Option<City>,
+    pub client_hash: [u8; 16],
+    pub received_at: chrono::DateTime<chrono::Utc>,
+}
+
+/// A stored report.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Accepted {
+    pub id: i64,
+    pub counted: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum SubmitError {
+    #[error("the ingest queue is full")]
+    QueueFull,
+    #[error("the server is shutting down")]
+    Closed,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum CommitError {
+    #[error("the database did not store the batch")]
+    Unavailable,
+}
+
+/// Counters of the pipeline, registered by the API's metrics registry.
+#[derive(Clone)]
+pub struct IngestMetrics {
+    pub stored: Counter,
+    pub counted: Counter,
+    pub store_failures: Counter,
+    pub window_failures: Counter,
+    pub batch_size: Histogram,
+    pub flush_seconds: Histogram,
+}
+
+impl Default for IngestMetrics {
+    fn default() -> Self {
+        Self {
+            stored: Counter::default(),
+            counted: Counter::default(),
+            store_failures: Counter::default(),
+            window_failures: Counter::default(),
+            batch_size: Histogram::new([1.0, 2.0, 5.0, 10.0, 50.0, 100.0, 500.0, 1000.0, 5000.0]),
+            flush_seconds: Histogram::new([
+                0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+            ]),
+        }
+    }
+}
+
+struct Job {
+    submission: Submission,
+    reply: oneshot::Sender<Result<Accepted, CommitError>>,
+}
+
+/// The submitting side; cheap to clone into every HTTP worker.
+#[derive(Clone)]
+pub struct Ingest {
+    tx: mpsc::Sender<Job>,
+    capacity: usize,
+}
+
+/// The running workers; `shutdown` drains the queue and waits for them.
+pub struct IngestWorkers {
+    stop: watch::Sender<bool>,
+    handles: Vec<JoinHandle<()>>,
+}
+
+impl Ingest {
+    pub fn start(
+        storage: Arc<dyn Storage>,
+        windows: Arc<dyn WindowStore>,
+        config: IngestConfig,
+        metrics: IngestMetrics,
+    ) -> (Ingest, IngestWorkers) {
+        let (tx, rx) = mpsc::channel(config.queue_capacity.max(1));
+        let (stop, stop_rx) = watch::channel(false);
+        let shared = Arc::new(Shared {
+            storage,
+            windows,
+            rx: Mutex::new(rx),
+            max_batch: config.max_batch.max(1),
+            dedup_window: config.dedup_window,
+            metrics,
+        });
+        let handles = (0..config.workers.max(1))
+            .map(|_| tokio::spawn(shared.clone().run(stop_rx.clone())))
+            .collect();
+        (
+            Ingest {
+                tx,
+                capacity: config.queue_capacity.max(1),
+            },
+            IngestWorkers { stop, handles },
+        )
+    }
+
+    /// Queues a report; the receiver answers once it is committed (or not).
+    pub fn submit(
+        &self,
+        submission: Submission,
+    ) -> Result<oneshot::Receiver<Result<Accepted, CommitError>>, SubmitError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .try_send(Job { submission, reply })
+            .map_err(|e| match e {
+                mpsc::error::TrySendError::Full(_) => SubmitError::QueueFull,
+                mpsc::error::TrySendError::Closed(_) => SubmitError::Closed,
+            })?;
+        Ok(rx)
+    }
+
+    /// Reports queued and not yet taken by a worker.
+    pub fn queue_depth(&self) -> usize {
+        self.capacity - self.tx.capacity()
+    }
+}
+
+impl IngestWorkers {
+    /// Refuses new submissions, stores everything already queued, and waits
+    /// for the workers to finish.
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(true);
+        for h in self.handles {
+            if let Err(e) = h.await {
+                tracing::error!(error = %e, "ingest worker ended abnormally");
+            }
+        }
+    }
+}
+
+struct Shared {
+    storage: Arc<dyn Storage>,
+    windows: Arc<dyn WindowStore>,
+    rx: Mutex<mpsc::Receiver<Job>>,
+    max_batch: usize,
+    dedup_window: Duration,
+    metrics: IngestMetrics,
+}
+
+impl Shared {
+    async fn run(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
+        while let Some(batch) = self.next_batch(&mut stop).await {
+            self.process(batch).await;
+        }
+    }
+
+    /// Waits for work and takes what is queued, up to `max_batch`; `None`
+    /// once the queue is closed and empty.
+    async fn next_batch(&self, stop: &mut watch::Receiver<bool>) -> Option<Vec<Job>> {
+        let mut rx = self.rx.lock().await;
+        let first = loop {
+            if *stop.borrow() {
+                // Closing still hands out what is buffered, then None.
+                rx.close();
+                break rx.recv().await?;
+            }
+            tokio::select! {
+                job = rx.recv() => break job?,
+                changed = stop.changed() => {
+                    if changed.is_err() {
+                        rx.close();
+                        break rx.recv().await?;
+                    }
+                }
+            }
+        };
+        let mut batch = Vec::with_capacity(64);
+        batch.push(first);
+        while batch.len() < self.max_batch {
+            match rx.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        Some(batch)
+    }
+
+    #[tracing::instrument(skip_all, fields(batch = jobs.len()))]
+    async fn process(&self, jobs: Vec<Job>) {
+        let started = Instant::now();
+        let keys: Vec<DedupKey> = jobs
+            .iter()
+            .map(|j| DedupKey {
+                service_id: j.submission.service_id,
+                client: j.submission.client_hash,
+            })
+            .collect();
+        let (claims, claimed_in_store) = match self.windows.claim(&keys, self.dedup_window).await {
+            Ok(c) => (c, true),
+            Err(e) => {
+                // Windows are derived state: keep storing reports, counting
+                // only the first of each client within this batch.
+                tracing::warn!(error = %e, "window store unavailable; de-duplicating within the batch only");
+                self.metrics.window_failures.inc();
+                let mut seen = HashSet::with_capacity(keys.len());
+                (keys.iter().map(|k| seen.insert(*k)).collect(), false)
+            }
+        };
+        let records: Vec<ReportRecord> = jobs
+            .iter()
+            .zip(&claims)
+            .map(|(j, &counted)| {
+                let s = &j.submission;
+                ReportRecord {
+                    service_id: s.service_id,
+                    problem: s.problem.clone(),
+                    country: s.country,
+                    city: s.city.clone(),
+                    client_hash: s.client_hash,
+                    counted,
+                    received_at: s.received_at,
+                }
+            })
+            .collect();
+
+        let ids = match self.storage.insert_reports(&records).await {
+            Ok(ids) => ids,
+            Err(e) => {
+                tracing::error!(error = ?e, reports = jobs.len(), "storing a batch of reports failed");
+                self.metrics.store_failures.inc();
+                if claimed_in_store {
+                    let ours: Vec<DedupKey> = keys
+                        .iter()
+                        .zip(&claims)
+                        .filter(|(_, c)| **c)
+                        .map(|(k, _)| *k)
+                        .collect();
+                    if let Err(e) = self.windows.release(&ours).await {
+                        tracing::warn!(error = %e, "could not release de-duplication claims");
+                    }
+                }
+                for j in jobs {
+                    let _ = j.reply.send(Err(CommitError::Unavailable));
+                }
+                return;
+            }
+        };
+
+        if let Err(e) = self.windows.add(&increments(&records)).await {
+            tracing::warn!(error = %e, "window counts not updated; they are rebuilt from the rollups");
+            self.metrics.window_failures.inc();
+        }
+
+        let counted = claims.iter().filter(|c| **c).count();
+        self.metrics.stored.inc_by(jobs.len() as u64);
+        self.metrics.counted.inc_by(counted as u64);
+        self.metrics.batch_size.observe(jobs.len() as f64);
+        self.metrics
+            .flush_seconds
+            .observe(started.elapsed().as_secs_f64());
+        for ((j, id), counted) in jobs.into_iter().zip(ids).zip(claims) {
+            // The requester may have given up waiting; the report is stored anyway.
+            let _ = j.reply.send(Ok(Accepted { id, counted }));
+        }
+    }
+}
+
+/// Counted reports summed per service, scope and minute.
+fn increments(records: &[ReportRecord]) -> Vec<Increment> {
+    let mut sums: BTreeMap<(i64, &str, i64), u32> = BTreeMap::new();
+    for r in records.iter().filter(|r| r.counted) {
+        let minute = minute_of(r.received_at);
+        *sums
+            .entry((r.service_id, GLOBAL_SCOPE, minute))
+            .or_default() += 1;
+        if let Some(c) = &r.country {
+            *sums.entry((r.service_id, c.as_str(), minute)).or_default() += 1;
+        }
+    }
+    sums.into_iter()
+        .map(|((service_id, scope, minute), count)| Increment {
+            service_id,
+            scope: scope.to_owned(),
+            minute,
+            count,
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn increments_count_only_counted_reports_in_global_and_country_scopes() {
+        let rec = |secs, country: Option<&str>, counted| ReportRecord {
+            service_id: 3,
+            problem: ProblemKind::parse("login").unwrap(),
+            country: country.map(|c| CountryCode::parse(c).unwrap()),
+            city: None,
+            client_hash: [1; 16],
+            counted,
+            received_at: chrono::DateTime::from_timestamp(secs, 0).unwrap(),
+        };
+        let incs = increments(&[
+            rec(60, Some("DE"), true),
+            rec(70, Some("DE"), true),
+            rec(80, None, false),
+            rec(130, None, true),
+        ]);
+        let find = |scope: &str, minute| {
+            incs.iter()
+                .find(|i| i.scope == scope && i.minute == minute)
+                .map(|i| i.count)
+        };
+        assert_eq!(find("global", 60), Some(2));
+        assert_eq!(find("DE", 60), Some(2));
+        assert_eq!(find("global", 120), Some(1));
+        assert_eq!(incs.len(), 3);
+    }
+}
