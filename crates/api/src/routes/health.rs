@@ -1,0 +1,70 @@
+//! Liveness, readiness and metrics.
+
+use crate::problem::PROBLEM_JSON;
+use crate::state::AppState;
+use actix_web::{HttpResponse, web};
+use prometheus_client::encoding::text::encode;
+use serde_json::json;
+use std::time::Duration;
+
+pub fn config(cfg: &mut web::ServiceConfig) {
+    cfg.service(web::resource("/healthz").get(healthz))
+        .service(web::resource("/readyz").get(readyz))
+        .service(web::resource("/metrics").get(metrics));
+}
+
+/// 200 while the process runs.
+async fn healthz() -> HttpResponse {
+    HttpResponse::Ok().json(json!({"status": "ok"}))
+}
+
+/// 200 when the database and the window store answer; 503 naming what does not.
+async fn readyz(state: web::Data<AppState>) -> HttpResponse {
+    let limit = Duration::from_secs(2);
+    let db = matches!(
+        tokio::time::timeout(limit, state.storage.ping()).await,
+        Ok(Ok(()))
+    );
+    let windows = matches!(
+        tokio::time::timeout(limit, state.windows.ping()).await,
+        Ok(Ok(()))
+    );
+    let checks = json!({
+        "database": {"backend": state.storage.backend(), "ok": db},
+        "window_store": {"backend": state.windows.backend(), "ok": windows},
+    });
+    if db && windows {
+        return HttpResponse::Ok().json(json!({"status": "ready", "checks": checks}));
+    }
+    let down: Vec<&str> = [(db, "database"), (windows, "window store")]
+        .iter()
+        .filter(|(ok, _)| !ok)
+        .map(|(_, name)| *name)
+        .collect();
+    // A problem document with the checks as an extension member.
+    HttpResponse::ServiceUnavailable()
+        .content_type(PROBLEM_JSON)
+        .insert_header(("Retry-After", "5"))
+        .json(json!({
+            "type": "urn:downwatch:problem:not-ready",
+            "title": "Not ready",
+            "status": 503,
+            "detail": format!("not answering: {}", down.join(", ")),
+            "checks": checks,
+        }))
+}
+
+/// Prometheus text format.
+async fn metrics(state: web::Data<AppState>) -> HttpResponse {
+    state
+        .metrics
+        .ingest_queue_depth
+        .set(state.ingest.queue_depth() as i64);
+    let mut out = String::new();
+    if encode(&mut out, &state.metrics.registry).is_err() {
+        return HttpResponse::InternalServerError().finish();
+    }
+    HttpResponse::Ok()
+        .content_type("application/openmetrics-text; version=1.0.0; charset=utf-8")
+        .body(out)
+}

@@ -1,0 +1,7 @@
+//! One module per resource; each exposes `config` so the server setup
+//! reads like a table of contents.
+
+pub mod health;
+pub mod reports;
+pub mod series;
+pub mod services;

@@ -1,0 +1,169 @@
+//! Report submission: the one write that anonymous people make, in bursts.
+//!
+//! The steps, each of which may refuse the report with a counted reason:
+//! rate limit → service → media type and size → fields → client hash →
+//! queue → commit. Only a committed report is answered 201.
+
+use crate::body::read_object;
+use crate::problem::ApiError;
+use crate::state::AppState;
+use actix_web::{HttpRequest, HttpResponse, web};
+use downwatch_core::{City, CountryCode};
+use downwatch_ingest::{CommitError, Submission, SubmitError};
+use serde::Serialize;
+
+pub fn config(cfg: &mut web::ServiceConfig) {
+    cfg.service(web::resource("/api/v1/services/{slug}/reports").post(submit));
+}
+
+/// The longest `client_id` kept: an opaque id a page generates once.
+const MAX_CLIENT_ID: usize = 64;
+
+#[derive(Serialize)]
+struct Created<'a> {
+    id: i64,
+    service: &'a str,
+    problem: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    country: Option<CountryCode>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    city: Option<&'a str>,
+    counted: bool,
+    received_at: String,
+}
+
+/// `POST /api/v1/services/{slug}/reports`.
+async fn submit(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    slug: web::Path<String>,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    state.metrics.reports_received.inc();
+    let result = accept(&state, &req, &slug, payload).await;
+    if let Err(e) = &result {
+        state.metrics.rejected(reason(e));
+    }
+    result
+}
+
+async fn accept(
+    state: &AppState,
+    req: &HttpRequest,
+    slug: &str,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    let ip = state.client_ip(req);
+    state
+        .limiter
+        .check(ip)
+        .map_err(|wait| ApiError::RateLimited {
+            retry_after_secs: wait.as_secs_f64().ceil() as u64,
+        })?;
+    let service = state
+        .catalogue
+        .get(slug)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("no service {slug:?}")))?;
+
+    let mut f = read_object(req, payload).await?;
+    let problem = f.required_string("problem").and_then(|p| {
+        if service.problems.contains(&p) {
+            downwatch_core::ProblemKind::parse(&p).ok()
+        } else {
+            let known: Vec<&str> = service.problems.iter().map(|k| k.as_str()).collect();
+            f.error(
+                "problem",
+                format!(
+                    "{p:?} is not a problem kind of {}; one of: {}",
+                    service.slug,
+                    known.join(", ")
+                ),
+            );
+            None
+        }
+    });
+    let country = f.string("country").and_then(|c| {
+        CountryCode::parse(&c)
+            .map_err(|e| f.error("country", e))
+            .ok()
+    });
+    let city = f
+        .string("city")
+        .and_then(|c| City::parse(&c).map_err(|e| f.error("city", e)).ok())
+        .flatten();
+    let client_id = f.string("client_id").filter(|id| {
+        let ok = id.len() <= MAX_CLIENT_ID && !id.chars().any(char::is_control);
+        if !ok {
+            f.error(
+                "client_id",
+                format!("at most {MAX_CLIENT_ID} bytes without control characters"),
+            );
+        }
+        ok
+    });
+    f.finish()?;
+    let Some(problem) = problem else {
+        return Err(ApiError::internal(std::io::Error::other(
+            "validated problem missing",
+        )));
+    };
+    let country = country.or_else(|| state.header_country(req));
+
+    let received_at = chrono::Utc::now();
+    let client_hash = state
+        .hasher
+        .hash(ip, client_id.as_deref(), received_at)
+        .await?;
+    let pending = state
+        .ingest
+        .submit(Submission {
+            service_id: service.id,
+            problem: problem.clone(),
+            country,
+            city: city.clone(),
+            client_hash,
+            received_at,
+        })
+        .map_err(|e| match e {
+            SubmitError::QueueFull => ApiError::Unavailable {
+                detail: "too many reports are waiting to be stored; try again in a moment",
+                retry_after_secs: 2,
+            },
+            SubmitError::Closed => ApiError::Unavailable {
+                detail: "the server is shutting down",
+                retry_after_secs: 5,
+            },
+        })?;
+    let not_stored = ApiError::Unavailable {
+        detail: "the report could not be stored now; try again shortly",
+        retry_after_secs: 5,
+    };
+    let accepted = match tokio::time::timeout(state.config.commit_timeout, pending).await {
+        Ok(Ok(Ok(a))) => a,
+        Ok(Ok(Err(CommitError::Unavailable))) | Ok(Err(_)) | Err(_) => return Err(not_stored),
+    };
+    Ok(HttpResponse::Created().json(Created {
+        id: accepted.id,
+        service: service.slug.as_str(),
+        problem: problem.as_str(),
+        country,
+        city: city.as_ref().map(City::as_str),
+        counted: accepted.counted,
+        received_at: received_at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+    }))
+}
+
+/// The label a refused report is counted under in `downwatch_reports_rejected`.
+fn reason(e: &ApiError) -> &'static str {
+    match e {
+        ApiError::RateLimited { .. } => "rate_limited",
+        ApiError::NotFound(_) => "unknown_service",
+        ApiError::UnsupportedMediaType => "media_type",
+        ApiError::PayloadTooLarge { .. } => "too_large",
+        ApiError::BadRequest(_) => "malformed",
+        ApiError::Validation(_) => "invalid",
+        ApiError::Unavailable { .. } => "unavailable",
+        _ => "other",
+    }
+}

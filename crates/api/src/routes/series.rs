@@ -1,0 +1,235 @@
+//! A service's report series from the per-minute rollups.
+
+use crate::problem::ApiError;
+use crate::state::AppState;
+use actix_web::{HttpResponse, web};
+use chrono::{DateTime, SecondsFormat, Utc};
+use downwatch_core::{CountryCode, GLOBAL_SCOPE};
+use serde::{Deserialize, Serialize};
+
+pub fn config(cfg: &mut web::ServiceConfig) {
+    cfg.service(web::resource("/api/v1/services/{slug}/series").get(series));
+}
+
+/// Steps a series may be asked for, in seconds.
+pub const STEPS: [i64; 5] = [60, 300, 900, 3600, 86_400];
+/// Most points one request may ask for, so no query scans unbounded history.
+pub const MAX_POINTS: i64 = 10_000;
+const DEFAULT_STEP: i64 = 900;
+const DEFAULT_RANGE: i64 = 86_400;
+
+#[derive(Deserialize)]
+struct SeriesQuery {
+    from: Option<String>,
+    to: Option<String>,
+    step: Option<String>,
+    country: Option<String>,
+}
+
+#[derive(Serialize)]
+struct Point {
+    t: String,
+    reports: i64,
+    /// Filled by the detector once it has learnt a baseline for the service.
+    baseline: Option<f64>,
+    threshold: Option<f64>,
+}
+
+fn parse_time(field: &str, s: &str) -> Result<DateTime<Utc>, ApiError> {
+    DateTime::parse_from_rfc3339(s)
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|_| {
+            ApiError::bad_param(
+                field,
+                "must be an RFC 3339 timestamp such as 2022-10-25T07:00:00Z",
+            )
+        })
+}
+
+fn rfc3339(secs: i64) -> String {
+    DateTime::from_timestamp(secs, 0)
+        .unwrap_or_default()
+        .to_rfc3339_opts(SecondsFormat::Secs, true)
+}
+
+/// A validated range: `[from, to)` aligned to `step`.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Range {
+    pub from: i64,
+    pub to: i64,
+    pub step: i64,
+}
+
+pub fn parse_range(
+    from: Option<&str>,
+    to: Option<&str>,
+    step: Option<&str>,
+    now: DateTime<Utc>,
+) -> Result<Range, ApiError> {
+    let step = match step {
+        None => DEFAULT_STEP,
+        Some(s) => s
+            .parse::<i64>()
+            .ok()
+            .filter(|s| STEPS.contains(s))
+            .ok_or_else(|| {
+                ApiError::bad_param("step", "must be one of 60, 300, 900, 3600, 86400")
+            })?,
+    };
+    let to_t = to.map(|t| parse_time("to", t)).transpose()?;
+    let from_t = from.map(|t| parse_time("from", t)).transpose()?;
+    let to = to_t.map_or(now.timestamp(), |t| t.timestamp());
+    let from = from_t.map_or(to - DEFAULT_RANGE, |t| t.timestamp());
+    if from >= to {
+        return Err(ApiError::bad_param("from", "must be before `to`"));
+    }
+    let from = from.div_euclid(step) * step;
+    let to = to.div_euclid(step) * step + if to.rem_euclid(step) == 0 { 0 } else { step };
+    let points = (to - from) / step;
+    if points > MAX_POINTS {
+        return Err(ApiError::bad_param(
+            "from",
+            format!(
+                "the range holds {points} points at step {step}; at most {MAX_POINTS}: narrow it or use a larger step"
+            ),
+        ));
+    }
+    Ok(Range { from, to, step })
+}
+
+/// `GET /api/v1/services/{slug}/series?from=&to=&step=&country=`.
+async fn series(
+    state: web::Data<AppState>,
+    slug: web::Path<String>,
+    query: web::Query<SeriesQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let service = state
+        .catalogue
+        .get(&slug)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("no service {:?}", slug.as_str())))?;
+    let range = parse_range(
+        query.from.as_deref(),
+        query.to.as_deref(),
+        query.step.as_deref(),
+        Utc::now(),
+    )?;
+    let country = query
+        .country
+        .as_deref()
+        .map(|c| CountryCode::parse(c).map_err(|e| ApiError::bad_param("country", e)))
+        .transpose()?;
+    let scope = country.map_or(GLOBAL_SCOPE.to_owned(), |c| c.as_str().to_owned());
+    let counts = state
+        .storage
+        .counts(service.id, &scope, range.from, range.to, range.step)
+        .await?;
+    let mut counts = counts.into_iter().peekable();
+    let mut points = Vec::with_capacity(((range.to - range.from) / range.step) as usize);
+    let mut t = range.from;
+    while t < range.to {
+        let reports = match counts.peek() {
+            Some(&(bucket, n)) if bucket == t => {
+                counts.next();
+                n
+            }
+            _ => 0,
+        };
+        points.push(Point {
+            t: rfc3339(t),
+            reports,
+            baseline: None,
+            threshold: None,
+        });
+        t += range.step;
+    }
+    Ok(HttpResponse::Ok().json(serde_json::json!({
+        "service": service.slug.as_str(),
+        "country": country,
+        "from": rfc3339(range.from),
+        "to": rfc3339(range.to),
+        "step": range.step,
+        "points": points,
+    })))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn now() -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339("2024-03-05T12:34:56Z")
+            .unwrap()
+            .with_timezone(&Utc)
+    }
+
+    fn field_of(e: ApiError) -> String {
+        match e {
+            ApiError::BadRequest(errs) => errs[0].field.clone(),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn defaults_are_the_last_24_hours_at_15_minutes_aligned() {
+        let r = parse_range(None, None, None, now()).unwrap();
+        assert_eq!(r.step, 900);
+        assert_eq!(r.from % 900, 0);
+        assert_eq!(r.to % 900, 0);
+        assert_eq!((r.to - r.from) / 900, 97, "a partial bucket at each end");
+    }
+
+    #[test]
+    fn bad_parameters_are_named() {
+        assert_eq!(
+            field_of(parse_range(None, None, Some("120"), now()).unwrap_err()),
+            "step"
+        );
+        assert_eq!(
+            field_of(parse_range(Some("yesterday"), None, None, now()).unwrap_err()),
+            "from"
+        );
+        assert_eq!(
+            field_of(
+                parse_range(
+                    Some("2024-03-05T00:00:00Z"),
+                    Some("2024-03-04T00:00:00Z"),
+                    None,
+                    now()
+                )
+                .unwrap_err()
+            ),
+            "from"
+        );
+        // 10,001 minutes at step 60.
+        let e = parse_range(
+            Some("2024-01-01T00:00:00Z"),
+            Some("2024-01-07T22:41:00Z"),
+            Some("60"),
+            now(),
+        );
+        assert_eq!(field_of(e.unwrap_err()), "from");
+        assert!(
+            parse_range(
+                Some("2024-01-01T00:00:00Z"),
+                Some("2024-01-07T22:40:00Z"),
+                Some("60"),
+                now()
+            )
+            .is_ok()
+        );
+    }
+
+    #[test]
+    fn daily_buckets_start_at_utc_midnight() {
+        let r = parse_range(
+            Some("2024-03-01T10:00:00+02:00"),
+            Some("2024-03-03T00:00:00Z"),
+            Some("86400"),
+            now(),
+        )
+        .unwrap();
+        assert_eq!(rfc3339(r.from), "2024-03-01T00:00:00Z");
+        assert_eq!(rfc3339(r.to), "2024-03-03T00:00:00Z");
+    }
+}

@@ -1,0 +1,69 @@
+//! What every handler shares.
+
+use crate::auth::AdminToken;
+use crate::catalogue::Catalogue;
+use crate::metrics::Metrics;
+use crate::ratelimit::IpLimiter;
+use actix_web::HttpRequest;
+use actix_web::http::header::HeaderName;
+use downwatch_core::CountryCode;
+use downwatch_ingest::{ClientHasher, Ingest};
+use downwatch_store::Storage;
+use downwatch_windows::WindowStore;
+use ipnet::IpNet;
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::Arc;
+use std::time::Duration;
+
+#[derive(Debug, Clone)]
+pub struct ApiConfig {
+    /// Proxies whose `X-Forwarded-For` is believed.
+    pub trusted_proxies: Vec<IpNet>,
+    /// A header carrying the client's country (e.g. `CF-IPCountry`), used
+    /// when a report names none.
+    pub country_header: Option<HeaderName>,
+    /// How long a submission waits for its batch to commit before it is
+    /// answered 503 (it may still be stored; it is never answered 201 unstored).
+    pub commit_timeout: Duration,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        Self {
+            trusted_proxies: Vec::new(),
+            country_header: None,
+            commit_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+pub struct AppState {
+    pub storage: Arc<dyn Storage>,
+    pub windows: Arc<dyn WindowStore>,
+    pub ingest: Ingest,
+    pub catalogue: Catalogue,
+    pub hasher: ClientHasher,
+    pub limiter: IpLimiter,
+    pub admin: AdminToken,
+    pub metrics: Metrics,
+    pub config: ApiConfig,
+}
+
+impl AppState {
+    pub fn client_ip(&self, req: &HttpRequest) -> IpAddr {
+        let peer = req
+            .peer_addr()
+            .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |a| a.ip());
+        let xff = req
+            .headers()
+            .get_all("x-forwarded-for")
+            .filter_map(|v| v.to_str().ok());
+        crate::client_ip::resolve(peer, xff, &self.config.trusted_proxies)
+    }
+
+    pub fn header_country(&self, req: &HttpRequest) -> Option<CountryCode> {
+        let name = self.config.country_header.as_ref()?;
+        let value = req.headers().get(name)?.to_str().ok()?;
+        CountryCode::from_header(value)
+    }
+}
