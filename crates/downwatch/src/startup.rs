@@ -1,0 +1,221 @@
+//! Wiring: the one place that picks implementations (by URL scheme) and
+//! builds the server. Binds its own listener so tests can ask for port 0.
+
+use crate::catalogue;
+use crate::config::Settings;
+use actix_web::dev::{Server, ServerHandle};
+use actix_web::{HttpServer, web};
+use anyhow::Context;
+use downwatch_api::auth::AdminToken;
+use downwatch_api::catalogue::Catalogue;
+use downwatch_api::metrics::Metrics;
+use downwatch_api::ratelimit::IpLimiter;
+use downwatch_api::state::{ApiConfig, AppState};
+use downwatch_ingest::{ClientHasher, Ingest, IngestConfig, IngestWorkers};
+use downwatch_store::Storage;
+use downwatch_windows::{MemoryWindows, RedisWindows, WindowStore};
+use std::net::TcpListener;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::task::JoinHandle;
+
+/// Connects to the configured database and applies its migrations.
+pub async fn connect_storage(settings: &Settings) -> anyhow::Result<Arc<dyn Storage>> {
+    let storage = downwatch_store::connect(&settings.database_url)
+        .await
+        .with_context(|| {
+            format!(
+                "DATABASE_URL: cannot open {}",
+                redact(&settings.database_url)
+            )
+        })?;
+    storage.migrate().await.with_context(|| {
+        format!(
+            "DATABASE_URL: migrating {} failed",
+            redact(&settings.database_url)
+        )
+    })?;
+    Ok(storage)
+}
+
+pub async fn connect_windows(settings: &Settings) -> anyhow::Result<Arc<dyn WindowStore>> {
+    Ok(match &settings.redis_url {
+        None => Arc::new(MemoryWindows::new()),
+        Some(url) => Arc::new(
+            RedisWindows::connect(url, &settings.redis_prefix)
+                .await
+                .with_context(|| format!("REDIS_URL: cannot connect to {}", redact(url)))?,
+        ),
+    })
+}
+
+/// A URL with its password hidden, for messages and logs.
+pub fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let userinfo = &url[scheme + 3..at];
+            match userinfo.find(':') {
+                Some(colon) => format!(
+                    "{}{}:***{}",
+                    &url[..scheme + 3],
+                    &userinfo[..colon],
+                    &url[at..]
+                ),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
+}
+
+pub struct Application {
+    port: u16,
+    server: Server,
+    workers: IngestWorkers,
+    tasks: Vec<JoinHandle<()>>,
+    state: web::Data<AppState>,
+}
+
+impl Application {
+    pub async fn build(settings: &Settings) -> anyhow::Result<Self> {
+        let storage = connect_storage(settings).await?;
+        let services = match &settings.services_file {
+            Some(path) => catalogue::from_file(path)?,
+            None => catalogue::bundled()?,
+        };
+        if let Some(n) = storage.seed_catalogue(&services).await? {
+            tracing::info!(services = n, "seeded the service catalogue");
+        }
+        let windows = connect_windows(settings).await?;
+
+        let metrics = Metrics::new();
+        let (ingest, workers) = Ingest::start(
+            storage.clone(),
+            windows.clone(),
+            IngestConfig {
+                queue_capacity: settings.ingest_queue,
+                max_batch: settings.ingest_max_batch,
+                workers: if storage.backend() == "sqlite" { 1 } else { 2 },
+                dedup_window: settings.dedup_window,
+            },
+            metrics.ingest.clone(),
+        );
+        let catalogue = Catalogue::new(storage.clone());
+        catalogue
+            .refresh()
+            .await
+            .context("loading the service catalogue")?;
+        let state = web::Data::new(AppState {
+            hasher: ClientHasher::new(storage.clone()),
+            storage,
+            windows,
+            ingest,
+            catalogue,
+            limiter: IpLimiter::new(settings.rate_limit),
+            admin: AdminToken::new(settings.admin_token.as_deref()),
+            metrics,
+            config: ApiConfig {
+                trusted_proxies: settings.trusted_proxies.clone(),
+                country_header: settings.country_header.clone(),
+                commit_timeout: settings.commit_timeout,
+            },
+        });
+
+        let listener = TcpListener::bind(settings.bind)
+            .with_context(|| format!("DOWNWATCH_BIND: cannot listen on {}", settings.bind))?;
+        let port = listener.local_addr()?.port();
+        let app_state = state.clone();
+        let server = HttpServer::new(move || downwatch_api::app(app_state.clone()))
+            .workers(settings.http_workers)
+            .shutdown_timeout(15)
+            .listen(listener)?
+            .run();
+
+        let tasks = vec![
+            tokio::spawn(every(Duration::from_secs(60), {
+                let state = state.clone();
+                move || {
+                    state.limiter.housekeeping();
+                    async {}
+                }
+            })),
+            tokio::spawn(every(Duration::from_secs(30), {
+                let state = state.clone();
+                move || {
+                    let state = state.clone();
+                    async move {
+                        if let Err(e) = state.catalogue.refresh().await {
+                            tracing::warn!(error = ?e, "catalogue refresh failed");
+                        }
+                    }
+                }
+            })),
+        ];
+        tracing::info!(
+            %port,
+            database = state.storage.backend(),
+            windows = state.windows.backend(),
+            "downwatch is listening"
+        );
+        Ok(Self {
+            port,
+            server,
+            workers,
+            tasks,
+            state,
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Stops the server from elsewhere (tests, signals are handled by actix).
+    pub fn handle(&self) -> ServerHandle {
+        self.server.handle()
+    }
+
+    pub fn state(&self) -> web::Data<AppState> {
+        self.state.clone()
+    }
+
+    /// Serves until stopped, then stores everything still queued.
+    pub async fn run_until_stopped(self) -> anyhow::Result<()> {
+        let served = self.server.await;
+        for t in &self.tasks {
+            t.abort();
+        }
+        self.workers.shutdown().await;
+        tracing::info!("ingest queue drained; stopped");
+        served.context("the HTTP server failed")
+    }
+}
+
+async fn every<F, Fut>(period: Duration, mut f: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let mut tick = tokio::time::interval(period);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        f().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact;
+
+    #[test]
+    fn passwords_are_hidden_in_urls() {
+        assert_eq!(
+            redact("postgres://dw:secret@db/dw"),
+            "postgres://dw:***@db/dw"
+        );
+        assert_eq!(redact("postgres://dw@db/dw"), "postgres://dw@db/dw");
+        assert_eq!(redact("sqlite://downwatch.db"), "sqlite://downwatch.db");
+    }
+}
