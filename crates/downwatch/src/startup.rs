@@ -100,13 +100,18 @@ impl Application {
             },
             metrics.ingest.clone(),
         );
+        let hasher = ClientHasher::new(storage.clone());
+        hasher
+            .refresh(chrono::Utc::now())
+            .await
+            .context("loading today's client salt")?;
         let catalogue = Catalogue::new(storage.clone());
         catalogue
             .refresh()
             .await
             .context("loading the service catalogue")?;
         let state = web::Data::new(AppState {
-            hasher: ClientHasher::new(storage.clone()),
+            hasher,
             storage,
             windows,
             ingest,
@@ -137,6 +142,17 @@ impl Application {
                 move || {
                     state.limiter.housekeeping();
                     async {}
+                }
+            })),
+            tokio::spawn(every(Duration::from_secs(60), {
+                let state = state.clone();
+                move || {
+                    let state = state.clone();
+                    async move {
+                        if let Err(e) = state.hasher.refresh(chrono::Utc::now()).await {
+                            tracing::warn!(error = ?e, "client salt refresh failed");
+                        }
+                    }
                 }
             })),
             tokio::spawn(every(Duration::from_secs(30), {

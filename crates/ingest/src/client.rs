@@ -60,6 +60,19 @@ impl ClientHasher {
         Ok(out)
     }
 
+    /// Loads the salt of `now`'s day. Called at start-up and then every
+    /// minute, so the submission path never waits on the database for it.
+    pub async fn refresh(&self, now: chrono::DateTime<chrono::Utc>) -> Result<(), StoreError> {
+        let day = now.timestamp().div_euclid(86_400);
+        if self.read().as_ref().is_some_and(|(d, _)| *d == day) {
+            return Ok(());
+        }
+        let candidate: [u8; 32] = rand::random();
+        let salt: Arc<[u8]> = self.storage.salt_for_day(day, &candidate).await?.into();
+        *self.current.write().unwrap_or_else(|p| p.into_inner()) = Some((day, salt));
+        Ok(())
+    }
+
     async fn salt(&self, day: i64) -> Result<Arc<[u8]>, StoreError> {
         if let Some((d, salt)) = self.read().as_ref()
             && *d == day
@@ -67,9 +80,23 @@ impl ClientHasher {
             return Ok(salt.clone());
         }
         let candidate: [u8; 32] = rand::random();
-        let salt: Arc<[u8]> = self.storage.salt_for_day(day, &candidate).await?.into();
-        *self.current.write().unwrap_or_else(|p| p.into_inner()) = Some((day, salt.clone()));
-        Ok(salt)
+        match self.storage.salt_for_day(day, &candidate).await {
+            Ok(salt) => {
+                let salt: Arc<[u8]> = salt.into();
+                *self.current.write().unwrap_or_else(|p| p.into_inner()) =
+                    Some((day, salt.clone()));
+                Ok(salt)
+            }
+            // Just past midnight with the database away: yesterday's salt
+            // for a little longer costs a few double counts, not reports.
+            Err(e) => match self.read().as_ref() {
+                Some((_, salt)) => {
+                    tracing::warn!(error = ?e, "new day's salt unavailable; keeping the previous one");
+                    Ok(salt.clone())
+                }
+                None => Err(e),
+            },
+        }
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, Option<(i64, Arc<[u8]>)>> {

@@ -1,0 +1,9 @@
+//! The behavioural suite: every test runs against the embedded mode (SQLite,
+//! in-process windows) and the production mode (PostgreSQL, Redis).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod helpers;
+mod reports;
+mod series;
+mod services;
+mod system;
