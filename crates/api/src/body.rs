@@ -140,8 +140,4 @@ impl Fields {
             Err(ApiError::Validation(self.errors))
         }
     }
-
-    pub fn has_errors(&self) -> bool {
-        !self.errors.is_empty()
-    }
 }

@@ -3,19 +3,26 @@
 
 use downwatch_core::Service;
 use downwatch_store::{Storage, StoreError};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, RwLock};
 
 pub struct Catalogue {
     storage: Arc<dyn Storage>,
     by_slug: RwLock<HashMap<String, Arc<Service>>>,
+    /// Slugs the database did not know at the last look, forgotten at each
+    /// refresh: a flood of reports to made-up slugs costs no queries.
+    misses: RwLock<HashSet<String>>,
 }
+
+/// Most remembered misses; past it, lookups go to the database.
+const MAX_MISSES: usize = 10_000;
 
 impl Catalogue {
     pub fn new(storage: Arc<dyn Storage>) -> Self {
         Self {
             storage,
             by_slug: RwLock::new(HashMap::new()),
+            misses: RwLock::new(HashSet::new()),
         }
     }
 
@@ -28,6 +35,10 @@ impl Catalogue {
             .map(|s| (s.slug.as_str().to_owned(), Arc::new(s)))
             .collect();
         *self.by_slug.write().unwrap_or_else(|p| p.into_inner()) = map;
+        self.misses
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
         Ok(())
     }
 
@@ -37,17 +48,33 @@ impl Catalogue {
         if let Some(s) = self.read().get(slug) {
             return Ok(Some(s.clone()));
         }
-        if downwatch_core::Slug::parse(slug).is_err() {
+        if downwatch_core::Slug::parse(slug).is_err()
+            || self
+                .misses
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .contains(slug)
+        {
             return Ok(None);
         }
         let found = self.storage.get_service(slug).await?.map(Arc::new);
-        if let Some(s) = &found {
-            self.put(s.clone());
+        match &found {
+            Some(s) => self.put(s.clone()),
+            None => {
+                let mut misses = self.misses.write().unwrap_or_else(|p| p.into_inner());
+                if misses.len() < MAX_MISSES {
+                    misses.insert(slug.to_owned());
+                }
+            }
         }
         Ok(found)
     }
 
     pub fn put(&self, s: Arc<Service>) {
+        self.misses
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(s.slug.as_str());
         self.by_slug
             .write()
             .unwrap_or_else(|p| p.into_inner())

@@ -12,6 +12,9 @@ pub fn resolve<'a>(
     forwarded_for: impl Iterator<Item = &'a str>,
     trusted: &[IpNet],
 ) -> IpAddr {
+    // A dual-stack listener sees IPv4 peers as ::ffff:a.b.c.d; compare them
+    // (and hops) as the IPv4 addresses they are.
+    let peer = peer.to_canonical();
     let is_trusted = |ip: &IpAddr| trusted.iter().any(|n| n.contains(ip));
     if !is_trusted(&peer) {
         return peer;
@@ -36,6 +39,7 @@ fn parse_hop(hop: &str) -> Option<IpAddr> {
     h.parse::<IpAddr>()
         .ok()
         .or_else(|| h.parse::<SocketAddr>().ok().map(|s| s.ip()))
+        .map(|ip| ip.to_canonical())
 }
 
 #[cfg(test)]
@@ -68,6 +72,23 @@ mod tests {
             &trusted,
         );
         assert_eq!(got, ip("198.51.100.7"));
+    }
+
+    #[test]
+    fn ipv4_mapped_peers_match_ipv4_proxy_ranges() {
+        let trusted = nets(&["10.0.0.0/8"]);
+        let got = resolve(
+            ip("::ffff:10.1.2.3"),
+            ["198.51.100.7"].into_iter(),
+            &trusted,
+        );
+        assert_eq!(got, ip("198.51.100.7"));
+        let got = resolve(
+            ip("::ffff:203.0.113.9"),
+            ["198.51.100.7"].into_iter(),
+            &trusted,
+        );
+        assert_eq!(got, ip("203.0.113.9"));
     }
 
     #[test]

@@ -46,9 +46,6 @@ pub enum ApiError {
 }
 
 impl ApiError {
-    pub fn field(field: &str, message: impl Into<String>) -> Self {
-        ApiError::Validation(vec![FieldError::new(field, message)])
-    }
     pub fn bad_param(field: &str, message: impl Into<String>) -> Self {
         ApiError::BadRequest(vec![FieldError::new(field, message)])
     }

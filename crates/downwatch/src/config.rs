@@ -46,6 +46,8 @@ pub struct Settings {
     pub rate_limit: RateLimit,
     /// `DOWNWATCH_DEDUP_WINDOW_SECS`: one counted report per client per service per window.
     pub dedup_window: Duration,
+    /// `DOWNWATCH_COUNTED_PER_ADDRESS`: counted reports per address per service per window.
+    pub counted_per_address: u32,
     /// `DOWNWATCH_INGEST_QUEUE`: reports that may wait for the batcher.
     pub ingest_queue: usize,
     /// `DOWNWATCH_INGEST_MAX_BATCH`: most reports per transaction.
@@ -56,6 +58,8 @@ pub struct Settings {
     pub http_workers: usize,
     /// `DOWNWATCH_LOG_FORMAT`: `text` or `json`.
     pub log_format: LogFormat,
+    /// `RUST_LOG`: the log filter, checked at start.
+    pub log_filter: String,
 }
 
 impl Settings {
@@ -101,15 +105,8 @@ impl Settings {
             ));
         }
         let redis_prefix = get("DOWNWATCH_REDIS_PREFIX").unwrap_or_else(|| "dw:".to_owned());
-        if redis_prefix.len() > 64
-            || redis_prefix.contains(['{', '}'])
-            || redis_prefix.contains(char::is_whitespace)
-        {
-            return Err(err(
-                "DOWNWATCH_REDIS_PREFIX",
-                "expected at most 64 characters without braces or spaces".to_owned(),
-            ));
-        }
+        downwatch_windows::validate_prefix(&redis_prefix)
+            .map_err(|m| err("DOWNWATCH_REDIS_PREFIX", m))?;
         let admin_token = get("DOWNWATCH_ADMIN_TOKEN");
         if let Some(t) = &admin_token
             && t.len() < 16
@@ -174,6 +171,7 @@ impl Settings {
             1,
             86_400,
         )?);
+        let counted_per_address = parse_num(&get, "DOWNWATCH_COUNTED_PER_ADDRESS", 10, 1, 100_000)?;
         let ingest_queue = parse_num(&get, "DOWNWATCH_INGEST_QUEUE", 20_000, 1, 10_000_000)?;
         let ingest_max_batch = parse_num(&get, "DOWNWATCH_INGEST_MAX_BATCH", 1_000, 1, 50_000)?;
         let commit_timeout = Duration::from_millis(parse_num(
@@ -195,6 +193,14 @@ impl Settings {
                 ));
             }
         };
+        let log_filter =
+            get("RUST_LOG").unwrap_or_else(|| "info,sqlx=warn,actix_server=warn".to_owned());
+        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&log_filter) {
+            return Err(err(
+                "RUST_LOG",
+                format!("expected a filter such as info or downwatch=debug: {e}"),
+            ));
+        }
         Ok(Self {
             bind,
             database_url,
@@ -207,11 +213,13 @@ impl Settings {
             webhook_allow_private,
             rate_limit,
             dedup_window,
+            counted_per_address,
             ingest_queue,
             ingest_max_batch,
             commit_timeout,
             http_workers,
             log_format,
+            log_filter,
         })
     }
 }
@@ -294,6 +302,8 @@ mod tests {
             ("DOWNWATCH_INGEST_QUEUE", "lots"),
             ("DOWNWATCH_LOG_FORMAT", "xml"),
             ("DOWNWATCH_REDIS_PREFIX", "a{b}"),
+            ("DOWNWATCH_COUNTED_PER_ADDRESS", "0"),
+            ("RUST_LOG", "info,foo=notalevel"),
         ];
         for (var, value) in cases {
             let e = with(&[(var, value)]).unwrap_err();

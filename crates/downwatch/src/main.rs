@@ -34,7 +34,7 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    downwatch::telemetry::init(settings.log_format);
+    downwatch::telemetry::init(settings.log_format, &settings.log_filter);
     let result = match cli.command {
         Command::Serve => serve(&settings).await,
         Command::Migrate => connect_storage(&settings).await.map(|s| {

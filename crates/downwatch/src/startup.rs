@@ -13,7 +13,7 @@ use downwatch_api::ratelimit::IpLimiter;
 use downwatch_api::state::{ApiConfig, AppState};
 use downwatch_ingest::{ClientHasher, Ingest, IngestConfig, IngestWorkers};
 use downwatch_store::Storage;
-use downwatch_windows::{MemoryWindows, RedisWindows, WindowStore};
+use downwatch_windows::{DedupRule, MemoryWindows, RedisWindows, WindowStore};
 use std::net::TcpListener;
 use std::sync::Arc;
 use std::time::Duration;
@@ -96,7 +96,10 @@ impl Application {
                 queue_capacity: settings.ingest_queue,
                 max_batch: settings.ingest_max_batch,
                 workers: if storage.backend() == "sqlite" { 1 } else { 2 },
-                dedup_window: settings.dedup_window,
+                dedup: DedupRule {
+                    window: settings.dedup_window,
+                    per_address: settings.counted_per_address,
+                },
             },
             metrics.ingest.clone(),
         );

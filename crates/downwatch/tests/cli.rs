@@ -44,12 +44,24 @@ fn migrate_creates_the_schema_and_exits() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let bytes = std::fs::read(&db).unwrap();
-    assert!(bytes.starts_with(b"SQLite format 3"));
-    assert!(
-        bytes.windows(14).any(|w| w == b"report_minutes"),
-        "schema applied"
-    );
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    // Ask SQLite: the schema may still sit in the write-ahead log.
+    let tables: Vec<String> = rt.block_on(async {
+        use sqlx::Connection;
+        let mut c = sqlx::SqliteConnection::connect(&format!("sqlite://{}", db.display()))
+            .await
+            .unwrap();
+        sqlx::query_scalar("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")
+            .fetch_all(&mut c)
+            .await
+            .unwrap()
+    });
+    for t in ["incidents", "report_minutes", "reports", "services"] {
+        assert!(tables.iter().any(|n| n == t), "{t} in {tables:?}");
+    }
 }
 
 #[test]

@@ -6,9 +6,10 @@
 //! `max_batch`), so a lone report at night is written at once and a burst
 //! fills batches by itself while the previous one commits.
 
+use crate::ClientIdentity;
 use downwatch_core::{City, CountryCode, GLOBAL_SCOPE, ProblemKind, ReportRecord, minute_of};
 use downwatch_store::Storage;
-use downwatch_windows::{DedupKey, Increment, WindowStore};
+use downwatch_windows::{Claim, DedupKey, DedupRule, Increment, WindowStore};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::histogram::Histogram;
 use std::collections::{BTreeMap, HashSet};
@@ -25,8 +26,8 @@ pub struct IngestConfig {
     pub max_batch: usize,
     /// Concurrent batches: one while another commits keeps the database busy.
     pub workers: usize,
-    /// One counted report per client per service within this window.
-    pub dedup_window: Duration,
+    /// One counted report per client per service per window, and a cap per address.
+    pub dedup: DedupRule,
 }
 
 impl Default for IngestConfig {
@@ -35,7 +36,10 @@ impl Default for IngestConfig {
             queue_capacity: 20_000,
             max_batch: 1_000,
             workers: 2,
-            dedup_window: Duration::from_secs(15 * 60),
+            dedup: DedupRule {
+                window: Duration::from_secs(15 * 60),
+                per_address: 10,
+            },
         }
     }
 }
@@ -47,7 +51,7 @@ pub struct Submission {
     pub problem: ProblemKind,
     pub country: Option<CountryCode>,
     pub city: Option<City>,
-    pub client_hash: [u8; 16],
+    pub client: ClientIdentity,
     pub received_at: chrono::DateTime<chrono::Utc>,
 }
 
@@ -79,6 +83,7 @@ pub struct IngestMetrics {
     pub counted: Counter,
     pub store_failures: Counter,
     pub window_failures: Counter,
+    pub abandoned: Counter,
     pub batch_size: Histogram,
     pub flush_seconds: Histogram,
 }
@@ -90,6 +95,7 @@ impl Default for IngestMetrics {
             counted: Counter::default(),
             store_failures: Counter::default(),
             window_failures: Counter::default(),
+            abandoned: Counter::default(),
             batch_size: Histogram::new([1.0, 2.0, 5.0, 10.0, 50.0, 100.0, 500.0, 1000.0, 5000.0]),
             flush_seconds: Histogram::new([
                 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
@@ -130,7 +136,7 @@ impl Ingest {
             windows,
             rx: Mutex::new(rx),
             max_batch: config.max_batch.max(1),
-            dedup_window: config.dedup_window,
+            dedup: config.dedup,
             metrics,
         });
         let handles = (0..config.workers.max(1))
@@ -184,7 +190,7 @@ struct Shared {
     windows: Arc<dyn WindowStore>,
     rx: Mutex<mpsc::Receiver<Job>>,
     max_batch: usize,
-    dedup_window: Duration,
+    dedup: DedupRule,
     metrics: IngestMetrics,
 }
 
@@ -227,16 +233,25 @@ impl Shared {
     }
 
     #[tracing::instrument(skip_all, fields(batch = jobs.len()))]
-    async fn process(&self, jobs: Vec<Job>) {
+    async fn process(&self, mut jobs: Vec<Job>) {
         let started = Instant::now();
+        // A requester that gave up waiting was answered 503: storing its
+        // report now would make the 503 a lie and its retry a duplicate.
+        let before = jobs.len();
+        jobs.retain(|j| !j.reply.is_closed());
+        self.metrics.abandoned.inc_by((before - jobs.len()) as u64);
+        if jobs.is_empty() {
+            return;
+        }
         let keys: Vec<DedupKey> = jobs
             .iter()
             .map(|j| DedupKey {
                 service_id: j.submission.service_id,
-                client: j.submission.client_hash,
+                client: j.submission.client.client,
+                address: j.submission.client.address,
             })
             .collect();
-        let (claims, claimed_in_store) = match self.windows.claim(&keys, self.dedup_window).await {
+        let (claims, claimed_in_store) = match self.windows.claim(&keys, self.dedup).await {
             Ok(c) => (c, true),
             Err(e) => {
                 // Windows are derived state: keep storing reports, counting
@@ -244,21 +259,31 @@ impl Shared {
                 tracing::warn!(error = %e, "window store unavailable; de-duplicating within the batch only");
                 self.metrics.window_failures.inc();
                 let mut seen = HashSet::with_capacity(keys.len());
-                (keys.iter().map(|k| seen.insert(*k)).collect(), false)
+                let claims = keys
+                    .iter()
+                    .map(|k| {
+                        if seen.insert((k.service_id, k.client)) {
+                            Claim::Counted
+                        } else {
+                            Claim::Duplicate
+                        }
+                    })
+                    .collect();
+                (claims, false)
             }
         };
         let records: Vec<ReportRecord> = jobs
             .iter()
             .zip(&claims)
-            .map(|(j, &counted)| {
+            .map(|(j, claim)| {
                 let s = &j.submission;
                 ReportRecord {
                     service_id: s.service_id,
                     problem: s.problem.clone(),
                     country: s.country,
                     city: s.city.clone(),
-                    client_hash: s.client_hash,
-                    counted,
+                    client_hash: s.client.client,
+                    counted: claim.counts(),
                     received_at: s.received_at,
                 }
             })
@@ -270,13 +295,9 @@ impl Shared {
                 tracing::error!(error = ?e, reports = jobs.len(), "storing a batch of reports failed");
                 self.metrics.store_failures.inc();
                 if claimed_in_store {
-                    let ours: Vec<DedupKey> = keys
-                        .iter()
-                        .zip(&claims)
-                        .filter(|(_, c)| **c)
-                        .map(|(k, _)| *k)
-                        .collect();
-                    if let Err(e) = self.windows.release(&ours).await {
+                    let held: Vec<(DedupKey, Claim)> =
+                        keys.iter().copied().zip(claims.iter().copied()).collect();
+                    if let Err(e) = self.windows.release(&held).await {
                         tracing::warn!(error = %e, "could not release de-duplication claims");
                     }
                 }
@@ -292,16 +313,19 @@ impl Shared {
             self.metrics.window_failures.inc();
         }
 
-        let counted = claims.iter().filter(|c| **c).count();
+        let counted = records.iter().filter(|r| r.counted).count();
         self.metrics.stored.inc_by(jobs.len() as u64);
         self.metrics.counted.inc_by(counted as u64);
         self.metrics.batch_size.observe(jobs.len() as f64);
         self.metrics
             .flush_seconds
             .observe(started.elapsed().as_secs_f64());
-        for ((j, id), counted) in jobs.into_iter().zip(ids).zip(claims) {
-            // The requester may have given up waiting; the report is stored anyway.
-            let _ = j.reply.send(Ok(Accepted { id, counted }));
+        for ((j, id), record) in jobs.into_iter().zip(ids).zip(&records) {
+            // The requester may have given up since; the report is stored anyway.
+            let _ = j.reply.send(Ok(Accepted {
+                id,
+                counted: record.counted,
+            }));
         }
     }
 }

@@ -2,6 +2,7 @@
 
 use downwatch_store::{Storage, StoreError};
 use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::sync::{Arc, RwLock};
 
@@ -21,77 +22,99 @@ pub fn client_key(ip: IpAddr) -> IpAddr {
     }
 }
 
+/// A client as the ingest path knows it: salted hashes, never the address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientIdentity {
+    pub client: [u8; 16],
+    pub address: [u8; 16],
+}
+
+fn digest16(parts: &[&[u8]]) -> [u8; 16] {
+    let mut h = Sha256::new();
+    for p in parts {
+        h.update(p);
+    }
+    let digest = h.finalize();
+    let mut out = [0u8; 16];
+    out.copy_from_slice(&digest[..16]);
+    out
+}
+
 /// Hashes client addresses with the salt of the current UTC day. Salts live
-/// in the database so every instance hashes alike; yesterday's is deleted,
-/// after which old hashes cannot be tied back to an address.
+/// in the database so every instance hashes alike; today's and tomorrow's are
+/// loaded ahead (the submission path never waits on the database for one at
+/// midnight) and older ones are deleted, after which old hashes cannot be
+/// tied back to an address.
 pub struct ClientHasher {
     storage: Arc<dyn Storage>,
-    current: RwLock<Option<(i64, Arc<[u8]>)>>,
+    salts: RwLock<BTreeMap<i64, Arc<[u8]>>>,
 }
 
 impl ClientHasher {
     pub fn new(storage: Arc<dyn Storage>) -> Self {
         Self {
             storage,
-            current: RwLock::new(None),
+            salts: RwLock::new(BTreeMap::new()),
         }
     }
 
-    pub async fn hash(
+    /// The salted hashes of a client: with its client id (stored with the
+    /// report) and of its address alone (for the per-address cap).
+    pub async fn identify(
         &self,
         ip: IpAddr,
         client_id: Option<&str>,
         now: chrono::DateTime<chrono::Utc>,
-    ) -> Result<[u8; 16], StoreError> {
-        let day = now.timestamp().div_euclid(86_400);
-        let salt = self.salt(day).await?;
-        let mut h = Sha256::new();
-        h.update(&salt);
-        match client_key(ip) {
-            IpAddr::V4(a) => h.update(a.octets()),
-            IpAddr::V6(a) => h.update(a.octets()),
-        }
-        // A separator no client id can contain keeps (ip, id) pairs distinct.
-        h.update([0u8]);
-        h.update(client_id.unwrap_or("").as_bytes());
-        let digest = h.finalize();
-        let mut out = [0u8; 16];
-        out.copy_from_slice(&digest[..16]);
-        Ok(out)
+    ) -> Result<ClientIdentity, StoreError> {
+        let salt = self.salt(day_of(now)).await?;
+        let address = match client_key(ip) {
+            IpAddr::V4(a) => a.octets().to_vec(),
+            IpAddr::V6(a) => a.octets().to_vec(),
+        };
+        // Distinct separators keep the two hashes (and (ip, id) pairs) apart.
+        Ok(ClientIdentity {
+            client: digest16(&[&salt, &address, b"\0", client_id.unwrap_or("").as_bytes()]),
+            address: digest16(&[&salt, &address, b"\x01"]),
+        })
     }
 
-    /// Loads the salt of `now`'s day. Called at start-up and then every
-    /// minute, so the submission path never waits on the database for it.
+    /// Loads today's and tomorrow's salts and deletes older ones. Called at
+    /// start-up and then every minute.
     pub async fn refresh(&self, now: chrono::DateTime<chrono::Utc>) -> Result<(), StoreError> {
-        let day = now.timestamp().div_euclid(86_400);
-        if self.read().as_ref().is_some_and(|(d, _)| *d == day) {
-            return Ok(());
+        let today = day_of(now);
+        for day in [today, today + 1] {
+            if !self.read().contains_key(&day) {
+                self.load(day).await?;
+            }
         }
+        self.salts
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|d, _| *d >= today);
+        self.storage.forget_salts_before(today).await
+    }
+
+    async fn load(&self, day: i64) -> Result<Arc<[u8]>, StoreError> {
         let candidate: [u8; 32] = rand::random();
         let salt: Arc<[u8]> = self.storage.salt_for_day(day, &candidate).await?.into();
-        *self.current.write().unwrap_or_else(|p| p.into_inner()) = Some((day, salt));
-        Ok(())
+        self.salts
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(day, salt.clone());
+        Ok(salt)
     }
 
     async fn salt(&self, day: i64) -> Result<Arc<[u8]>, StoreError> {
-        if let Some((d, salt)) = self.read().as_ref()
-            && *d == day
-        {
+        if let Some(salt) = self.read().get(&day) {
             return Ok(salt.clone());
         }
-        let candidate: [u8; 32] = rand::random();
-        match self.storage.salt_for_day(day, &candidate).await {
-            Ok(salt) => {
-                let salt: Arc<[u8]> = salt.into();
-                *self.current.write().unwrap_or_else(|p| p.into_inner()) =
-                    Some((day, salt.clone()));
-                Ok(salt)
-            }
-            // Just past midnight with the database away: yesterday's salt
-            // for a little longer costs a few double counts, not reports.
-            Err(e) => match self.read().as_ref() {
-                Some((_, salt)) => {
-                    tracing::warn!(error = ?e, "new day's salt unavailable; keeping the previous one");
+        match self.load(day).await {
+            Ok(salt) => Ok(salt),
+            // The database away when no salt is cached for the day: the
+            // newest one known costs a few double counts, not reports.
+            Err(e) => match self.read().values().next_back() {
+                Some(salt) => {
+                    tracing::warn!(error = ?e, "the day's salt is unavailable; using the newest known");
                     Ok(salt.clone())
                 }
                 None => Err(e),
@@ -99,9 +122,13 @@ impl ClientHasher {
         }
     }
 
-    fn read(&self) -> std::sync::RwLockReadGuard<'_, Option<(i64, Arc<[u8]>)>> {
-        self.current.read().unwrap_or_else(|p| p.into_inner())
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<i64, Arc<[u8]>>> {
+        self.salts.read().unwrap_or_else(|p| p.into_inner())
     }
+}
+
+fn day_of(t: chrono::DateTime<chrono::Utc>) -> i64 {
+    t.timestamp().div_euclid(86_400)
 }
 
 #[cfg(test)]

@@ -9,4 +9,4 @@ pub use batcher::{
     Accepted, CommitError, Ingest, IngestConfig, IngestMetrics, IngestWorkers, Submission,
     SubmitError,
 };
-pub use client::{ClientHasher, client_key};
+pub use client::{ClientHasher, ClientIdentity, client_key};

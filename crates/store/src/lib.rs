@@ -88,8 +88,10 @@ pub trait Storage: Send + Sync + 'static {
 
     /// The salt of UTC day `day` (days since the epoch): `candidate` if this
     /// call creates it, else the one stored first, so instances agree.
-    /// Salts of earlier days are deleted.
     async fn salt_for_day(&self, day: i64, candidate: &[u8]) -> Result<Vec<u8>>;
+
+    /// Deletes the salts of days before `day`.
+    async fn forget_salts_before(&self, day: i64) -> Result<()>;
 
     async fn open_incidents(&self) -> Result<Vec<OpenIncident>>;
 }

@@ -23,10 +23,6 @@ impl PgStore {
             .connect_lazy_with(opts);
         Ok(Self { pool })
     }
-
-    pub fn pool(&self) -> &PgPool {
-        &self.pool
-    }
 }
 
 const SERVICE_COLUMNS: &str = "id, slug, name, category, url, problems";
@@ -256,16 +252,20 @@ impl Storage for PgStore {
         .bind(candidate)
         .execute(&mut *tx)
         .await?;
-        sqlx::query("DELETE FROM client_salts WHERE day < $1")
-            .bind(day)
-            .execute(&mut *tx)
-            .await?;
         let salt: Vec<u8> = sqlx::query_scalar("SELECT salt FROM client_salts WHERE day = $1")
             .bind(day)
             .fetch_one(&mut *tx)
             .await?;
         tx.commit().await?;
         Ok(salt)
+    }
+
+    async fn forget_salts_before(&self, day: i64) -> Result<()> {
+        sqlx::query("DELETE FROM client_salts WHERE day < $1")
+            .bind(day)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
     }
 
     async fn open_incidents(&self) -> Result<Vec<OpenIncident>> {

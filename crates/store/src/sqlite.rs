@@ -36,10 +36,6 @@ impl SqliteStore {
             .await?;
         Ok(Self { pool })
     }
-
-    pub fn pool(&self) -> &SqlitePool {
-        &self.pool
-    }
 }
 
 const SERVICE_COLUMNS: &str = "id, slug, name, category, url, problems";
@@ -242,16 +238,20 @@ impl Storage for SqliteStore {
         .bind(candidate)
         .execute(&mut *tx)
         .await?;
-        sqlx::query("DELETE FROM client_salts WHERE day < ?")
-            .bind(day)
-            .execute(&mut *tx)
-            .await?;
         let salt: Vec<u8> = sqlx::query_scalar("SELECT salt FROM client_salts WHERE day = ?")
             .bind(day)
             .fetch_one(&mut *tx)
             .await?;
         tx.commit().await?;
         Ok(salt)
+    }
+
+    async fn forget_salts_before(&self, day: i64) -> Result<()> {
+        sqlx::query("DELETE FROM client_salts WHERE day < ?")
+            .bind(day)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
     }
 
     async fn open_incidents(&self) -> Result<Vec<OpenIncident>> {

@@ -23,12 +23,44 @@ pub enum WindowError {
 
 pub type Result<T, E = WindowError> = std::result::Result<T, E>;
 
-/// One client for one service: a report with a key already claimed within
-/// the de-duplication window is stored but not counted.
+/// Who sent a report to which service. `client` is the address with the
+/// optional client id (people behind one NAT), `address` the address alone,
+/// so rotating client ids cannot multiply one address's counted reports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct DedupKey {
     pub service_id: i64,
     pub client: [u8; 16],
+    pub address: [u8; 16],
+}
+
+/// The de-duplication rule: one counted report per client per service per
+/// `window`, and at most `per_address` counted per address per service per window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DedupRule {
+    pub window: Duration,
+    pub per_address: u32,
+}
+
+/// What a claim found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Claim {
+    /// New client, address under its cap: the report counts.
+    Counted,
+    /// The client already has a counted report in the window.
+    Duplicate,
+    /// New client, but its address has used up its counted reports.
+    OverCap,
+}
+
+impl Claim {
+    pub fn counts(self) -> bool {
+        self == Claim::Counted
+    }
+    /// Whether the claim took something that must be given back if the
+    /// report is then not stored.
+    pub fn holds(self) -> bool {
+        self != Claim::Duplicate
+    }
 }
 
 /// Counted reports to add to one minute bucket of one service and scope
@@ -42,6 +74,16 @@ pub struct Increment {
     pub count: u32,
 }
 
+/// Checks a Redis key prefix: at most 64 bytes, no braces (they would
+/// break the per-service hash tags), no white space.
+pub fn validate_prefix(prefix: &str) -> Result<(), String> {
+    if prefix.len() > 64 || prefix.contains(['{', '}']) || prefix.contains(char::is_whitespace) {
+        Err("expected at most 64 characters without braces or spaces".to_owned())
+    } else {
+        Ok(())
+    }
+}
+
 /// How long minute buckets are kept: the longest detector window (an hour)
 /// plus room for a late tick.
 pub const BUCKET_RETENTION: Duration = Duration::from_secs(3 * 3600);
@@ -53,14 +95,13 @@ pub trait WindowStore: Send + Sync + 'static {
 
     async fn ping(&self) -> Result<()>;
 
-    /// Claims each key for `ttl`, in order; `true` where the claim is new
-    /// (the report counts), `false` where the key was already held (also
-    /// when the same key appears earlier in `keys`).
-    async fn claim(&self, keys: &[DedupKey], ttl: Duration) -> Result<Vec<bool>>;
+    /// Claims each key in order under `rule` (a key earlier in `keys` counts
+    /// as already claimed).
+    async fn claim(&self, keys: &[DedupKey], rule: DedupRule) -> Result<Vec<Claim>>;
 
-    /// Gives back claims made for reports that were then not stored, so a
-    /// retry of the same report still counts.
-    async fn release(&self, keys: &[DedupKey]) -> Result<()>;
+    /// Gives back claims (as [`claim`](Self::claim) answered them) of reports
+    /// that were then not stored, so a retry of the same report still counts.
+    async fn release(&self, claims: &[(DedupKey, Claim)]) -> Result<()>;
 
     /// Adds counts to minute buckets in one round trip.
     async fn add(&self, increments: &[Increment]) -> Result<()>;

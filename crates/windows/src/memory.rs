@@ -1,33 +1,62 @@
 //! In-process windows for the embedded single-process mode.
 
-use super::{BUCKET_RETENTION, DedupKey, Increment, Result, WindowStore};
+use super::{BUCKET_RETENTION, Claim, DedupKey, DedupRule, Increment, Result, WindowStore};
 use async_trait::async_trait;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-#[derive(Default)]
-struct Inner {
-    /// Key → when its claim expires.
-    claims: HashMap<DedupKey, Instant>,
-    /// Claims in the order they were made, to expire them without a scan.
-    claim_order: VecDeque<(Instant, DedupKey)>,
-    buckets: HashMap<(i64, String), BTreeMap<i64, u32>>,
+/// Values that expire a fixed time after they are first set, dropped in
+/// the order they were set (all share one window) without a scan.
+struct Expiring<K, V> {
+    entries: HashMap<K, (Instant, V)>,
+    order: VecDeque<(Instant, K)>,
 }
 
-impl Inner {
-    fn expire_claims(&mut self, now: Instant) {
-        while let Some(&(expiry, key)) = self.claim_order.front() {
+impl<K: std::hash::Hash + Eq + Copy, V> Default for Expiring<K, V> {
+    fn default() -> Self {
+        Self {
+            entries: HashMap::new(),
+            order: VecDeque::new(),
+        }
+    }
+}
+
+impl<K: std::hash::Hash + Eq + Copy, V> Expiring<K, V> {
+    fn expire(&mut self, now: Instant) {
+        while let Some(&(expiry, key)) = self.order.front() {
             if expiry > now {
                 break;
             }
-            self.claim_order.pop_front();
-            // A key released and claimed again has a later expiry: keep it.
-            if self.claims.get(&key) == Some(&expiry) {
-                self.claims.remove(&key);
+            self.order.pop_front();
+            // A key removed and set again has a later expiry: keep it.
+            if self.entries.get(&key).is_some_and(|(e, _)| *e == expiry) {
+                self.entries.remove(&key);
             }
         }
     }
+
+    fn get_mut(&mut self, key: &K) -> Option<&mut V> {
+        self.entries.get_mut(key).map(|(_, v)| v)
+    }
+
+    fn insert(&mut self, key: K, value: V, expiry: Instant) {
+        self.entries.insert(key, (expiry, value));
+        self.order.push_back((expiry, key));
+    }
+
+    fn remove(&mut self, key: &K) {
+        self.entries.remove(key);
+    }
+}
+
+#[derive(Default)]
+struct Inner {
+    /// (service, client) → claimed.
+    claims: Expiring<(i64, [u8; 16]), ()>,
+    /// (service, address) → counted reports in the window.
+    per_address: Expiring<(i64, [u8; 16]), u32>,
+    buckets: HashMap<(i64, String), BTreeMap<i64, u32>>,
 }
 
 #[derive(Default)]
@@ -56,27 +85,51 @@ impl WindowStore for MemoryWindows {
         Ok(())
     }
 
-    async fn claim(&self, keys: &[DedupKey], ttl: Duration) -> Result<Vec<bool>> {
+    async fn claim(&self, keys: &[DedupKey], rule: DedupRule) -> Result<Vec<Claim>> {
         let now = Instant::now();
-        let expiry = now + ttl;
+        let expiry = now + rule.window;
         let mut inner = self.lock();
-        inner.expire_claims(now);
+        inner.claims.expire(now);
+        inner.per_address.expire(now);
         let mut out = Vec::with_capacity(keys.len());
         for key in keys {
-            let fresh = !inner.claims.contains_key(key);
-            if fresh {
-                inner.claims.insert(*key, expiry);
-                inner.claim_order.push_back((expiry, *key));
+            let client = (key.service_id, key.client);
+            if inner.claims.entries.contains_key(&client) {
+                out.push(Claim::Duplicate);
+                continue;
             }
-            out.push(fresh);
+            inner.claims.insert(client, (), expiry);
+            // The counter holds counted reports only, so a released one
+            // frees its place under the cap.
+            let address = (key.service_id, key.address);
+            let claim = match inner.per_address.get_mut(&address) {
+                Some(n) if *n >= rule.per_address => Claim::OverCap,
+                Some(n) => {
+                    *n += 1;
+                    Claim::Counted
+                }
+                None => {
+                    inner.per_address.insert(address, 1, expiry);
+                    Claim::Counted
+                }
+            };
+            out.push(claim);
         }
         Ok(out)
     }
 
-    async fn release(&self, keys: &[DedupKey]) -> Result<()> {
+    async fn release(&self, claims: &[(DedupKey, Claim)]) -> Result<()> {
         let mut inner = self.lock();
-        for key in keys {
-            inner.claims.remove(key);
+        for (key, claim) in claims {
+            if !claim.holds() {
+                continue;
+            }
+            inner.claims.remove(&(key.service_id, key.client));
+            if claim.counts()
+                && let Some(n) = inner.per_address.get_mut(&(key.service_id, key.address))
+            {
+                *n = n.saturating_sub(1);
+            }
         }
         Ok(())
     }
@@ -128,32 +181,95 @@ impl WindowStore for MemoryWindows {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
-    fn key(s: i64, c: u8) -> DedupKey {
+    fn key(s: i64, client: u8, address: u8) -> DedupKey {
         DedupKey {
             service_id: s,
-            client: [c; 16],
+            client: [client; 16],
+            address: [address; 16],
+        }
+    }
+
+    fn rule(ms: u64, per_address: u32) -> DedupRule {
+        DedupRule {
+            window: Duration::from_millis(ms),
+            per_address,
         }
     }
 
     #[tokio::test]
-    async fn a_claim_is_new_once_per_key_until_it_expires_or_is_released() {
+    async fn a_client_counts_once_per_service_until_its_claim_expires_or_is_released() {
         let w = MemoryWindows::new();
-        let ttl = Duration::from_millis(200);
+        let r = rule(200, 10);
         assert_eq!(
-            w.claim(&[key(1, 1), key(1, 1), key(2, 1)], ttl)
+            w.claim(&[key(1, 1, 1), key(1, 1, 1), key(2, 1, 1)], r)
                 .await
                 .unwrap(),
-            vec![true, false, true]
+            vec![Claim::Counted, Claim::Duplicate, Claim::Counted]
         );
-        assert_eq!(w.claim(&[key(1, 1)], ttl).await.unwrap(), vec![false]);
-        w.release(&[key(1, 1)]).await.unwrap();
-        assert_eq!(w.claim(&[key(1, 1)], ttl).await.unwrap(), vec![true]);
+        assert_eq!(
+            w.claim(&[key(1, 1, 1)], r).await.unwrap(),
+            vec![Claim::Duplicate]
+        );
+        w.release(&[(key(1, 1, 1), Claim::Counted)]).await.unwrap();
+        assert_eq!(
+            w.claim(&[key(1, 1, 1)], r).await.unwrap(),
+            vec![Claim::Counted]
+        );
         tokio::time::sleep(Duration::from_millis(250)).await;
-        assert_eq!(w.claim(&[key(2, 1)], ttl).await.unwrap(), vec![true]);
+        assert_eq!(
+            w.claim(&[key(2, 1, 1)], r).await.unwrap(),
+            vec![Claim::Counted]
+        );
         assert!(
-            w.lock().claim_order.len() <= 2,
+            w.lock().claims.order.len() <= 2,
             "expired claims are dropped"
+        );
+    }
+
+    #[tokio::test]
+    async fn one_address_counts_at_most_its_cap_whatever_client_ids_it_sends() {
+        let w = MemoryWindows::new();
+        let r = rule(60_000, 2);
+        let got = w
+            .claim(
+                &[
+                    key(1, 1, 9),
+                    key(1, 2, 9),
+                    key(1, 3, 9),
+                    key(1, 4, 8),
+                    key(2, 5, 9),
+                ],
+                r,
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            got,
+            vec![
+                Claim::Counted,
+                Claim::Counted,
+                Claim::OverCap,
+                Claim::Counted,
+                Claim::Counted
+            ]
+        );
+        // Releasing an over-cap claim frees the client, not a place...
+        w.release(&[(key(1, 3, 9), Claim::OverCap)]).await.unwrap();
+        assert_eq!(
+            w.claim(&[key(1, 7, 9)], r).await.unwrap(),
+            vec![Claim::OverCap]
+        );
+        // ...releasing a counted one gives its place under the cap back.
+        w.release(&[(key(1, 2, 9), Claim::Counted)]).await.unwrap();
+        assert_eq!(
+            w.claim(&[key(1, 6, 9)], r).await.unwrap(),
+            vec![Claim::Counted]
+        );
+        assert_eq!(
+            w.claim(&[key(1, 8, 9)], r).await.unwrap(),
+            vec![Claim::OverCap]
         );
     }
 

@@ -111,9 +111,9 @@ async fn accept(
     let country = country.or_else(|| state.header_country(req));
 
     let received_at = chrono::Utc::now();
-    let client_hash = state
+    let client = state
         .hasher
-        .hash(ip, client_id.as_deref(), received_at)
+        .identify(ip, client_id.as_deref(), received_at)
         .await?;
     let pending = state
         .ingest
@@ -122,7 +122,7 @@ async fn accept(
             problem: problem.clone(),
             country,
             city: city.clone(),
-            client_hash,
+            client,
             received_at,
         })
         .map_err(|e| match e {

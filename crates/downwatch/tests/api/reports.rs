@@ -21,6 +21,7 @@ both_modes!(
     database_down_is_503_then_recovers_and_the_retry_counts,
     second_report_of_a_client_is_stored_but_not_counted,
     dedup_window_expires,
+    one_address_cannot_multiply_its_count_with_client_ids,
     forwarded_for_is_believed_only_from_trusted_proxies,
     country_header_fills_in_a_missing_country,
     concurrent_burst_is_all_stored_with_distinct_ids,
@@ -328,6 +329,17 @@ async fn database_down_is_503_then_recovers_and_the_retry_counts(b: Backing) {
     let ip = new_client_ip();
     let body = json!({"problem": "login"});
     let outage = b.take_database_down().await;
+    if b.mode == crate::helpers::Mode::Production {
+        // Readiness names what is down (SQLite held busy still answers reads).
+        let r = app.client.get(app.url("/readyz")).send().await.unwrap();
+        let problem = assert_problem(r, 503, None).await;
+        assert!(
+            problem["detail"].as_str().unwrap().contains("database"),
+            "{problem}"
+        );
+        assert_eq!(problem["checks"]["database"]["ok"], false);
+        assert_eq!(problem["checks"]["window_store"]["ok"], true);
+    }
     let r = app.report_as("whatsapp", &ip, &body).await;
     assert!(r.headers().contains_key("retry-after"));
     let problem = assert_problem(r, 503, None).await;
@@ -447,6 +459,49 @@ async fn dedup_window_expires(b: Backing) {
             .await
             .unwrap()
     ));
+    app.stop().await;
+}
+
+async fn one_address_cannot_multiply_its_count_with_client_ids(b: Backing) {
+    let app = spawn_app_with(&b, &[("DOWNWATCH_COUNTED_PER_ADDRESS", "2")]).await;
+    let ip = new_client_ip();
+    let mut counted = Vec::new();
+    for id in ["a", "b", "c", "d"] {
+        let r: Value = app
+            .report_as("whatsapp", &ip, &json!({"problem": "app", "client_id": id}))
+            .await
+            .json()
+            .await
+            .unwrap();
+        counted.push(r["counted"].as_bool().unwrap());
+    }
+    assert_eq!(counted, [true, true, false, false]);
+    // The cap is per service, and other addresses are not affected.
+    let other: Value = app
+        .report_as(
+            "instagram",
+            &ip,
+            &json!({"problem": "app", "client_id": "e"}),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(other["counted"], true);
+    let elsewhere: Value = app
+        .report("whatsapp", &json!({"problem": "app"}))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(elsewhere["counted"], true);
+    // Everything is stored; only the counted ones count.
+    assert_eq!(b.stored_reports().await, 6);
+    assert_eq!(
+        b.scalar_i64("SELECT COUNT(*) FROM reports WHERE counted")
+            .await,
+        4
+    );
     app.stop().await;
 }
 

@@ -2,7 +2,7 @@
 //! across restarts, and two instances sharing PostgreSQL and Redis.
 
 use crate::both_modes;
-use crate::helpers::{Backing, Mode, assert_problem, new_client_ip, spawn_app};
+use crate::helpers::{Backing, Mode, assert_problem, new_client_ip, spawn_app, spawn_app_with};
 use serde_json::{Value, json};
 
 both_modes!(
@@ -10,6 +10,7 @@ both_modes!(
     metrics_count_reports_by_outcome,
     unknown_routes_and_methods_are_problems,
     acknowledged_reports_survive_a_restart,
+    graceful_shutdown_stores_every_queued_report,
     windows_count_counted_reports_per_minute_and_scope,
 );
 
@@ -26,6 +27,7 @@ async fn healthz_and_readyz_answer_naming_the_backends(b: Backing) {
     assert_eq!(r["checks"]["database"]["backend"], db);
     assert_eq!(r["checks"]["window_store"]["backend"], windows);
     assert_eq!(r["checks"]["database"]["ok"], true);
+    assert_eq!(r["checks"]["window_store"]["ok"], true);
     app.stop().await;
 }
 
@@ -146,6 +148,43 @@ async fn acknowledged_reports_survive_a_restart(b: Backing) {
         .unwrap();
     assert!(r["id"].as_i64().unwrap() > *ids.iter().max().unwrap());
     app.stop().await;
+}
+
+async fn graceful_shutdown_stores_every_queued_report(b: Backing) {
+    let app = spawn_app_with(&b, &[("DOWNWATCH_COMMIT_TIMEOUT_MS", "30000")]).await;
+    // Reports pile up behind a held write lock...
+    let block = b.block_writes().await;
+    let body = json!({"problem": "messaging"});
+    let sends: Vec<_> = (0..8)
+        .map(|_| {
+            let client = app.client.clone();
+            let url = app.url("/api/v1/services/whatsapp/reports");
+            let body = body.clone();
+            tokio::spawn(async move {
+                client
+                    .post(url)
+                    .header("X-Forwarded-For", new_client_ip())
+                    .json(&body)
+                    .send()
+                    .await
+                    .unwrap()
+                    .status()
+                    .as_u16()
+            })
+        })
+        .collect();
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    assert_eq!(b.stored_reports().await, 0);
+    // ...the server is asked to stop while they wait...
+    let stopping = tokio::spawn(app.stop());
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    // ...and once the database takes writes, every one is stored and answered.
+    block.release().await;
+    for s in sends {
+        assert_eq!(s.await.unwrap(), 201);
+    }
+    stopping.await.unwrap();
+    assert_eq!(b.stored_reports().await, 8);
 }
 
 async fn windows_count_counted_reports_per_minute_and_scope(b: Backing) {
