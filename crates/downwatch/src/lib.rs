@@ -3,5 +3,6 @@
 
 pub mod catalogue;
 pub mod config;
+pub mod detect_series;
 pub mod startup;
 pub mod telemetry;

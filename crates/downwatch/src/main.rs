@@ -3,6 +3,7 @@
 use clap::{Parser, Subcommand};
 use downwatch::config::Settings;
 use downwatch::startup::{Application, connect_storage};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(Parser)]
@@ -22,11 +23,29 @@ enum Command {
     Serve,
     /// Apply migrations to the configured database and exit.
     Migrate,
+    /// Run the detector on a bare series (CSV with the header timestamp,count
+    /// or timestamp,value) and print its incidents, one JSON object a line.
+    DetectSeries {
+        /// The series file; `-` reads standard input.
+        file: PathBuf,
+        /// Seconds between rows; coarser buckets are spread over their minutes.
+        #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(i64).range(1..=86_400))]
+        step: i64,
+    },
 }
 
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Command::DetectSeries { file, step } = &cli.command {
+        return match detect_series(file, *step) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("downwatch: {e:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let settings = match Settings::from_env() {
         Ok(s) => s,
         Err(e) => {
@@ -40,6 +59,7 @@ async fn main() -> ExitCode {
         Command::Migrate => connect_storage(&settings).await.map(|s| {
             tracing::info!(database = s.backend(), "migrations applied");
         }),
+        Command::DetectSeries { .. } => Ok(()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -48,6 +68,24 @@ async fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn detect_series(file: &std::path::Path, step: i64) -> anyhow::Result<()> {
+    use anyhow::Context;
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    if file.as_os_str() == "-" {
+        downwatch::detect_series::run(std::io::stdin().lock(), "stdin", step, &mut out)?;
+    } else {
+        let name = file
+            .file_stem()
+            .map_or_else(|| "series".to_owned(), |s| s.to_string_lossy().into_owned());
+        let input =
+            std::fs::File::open(file).with_context(|| format!("cannot read {}", file.display()))?;
+        downwatch::detect_series::run(std::io::BufReader::new(input), &name, step, &mut out)
+            .with_context(|| format!("{}", file.display()))?;
+    }
+    Ok(())
 }
 
 async fn serve(settings: &Settings) -> anyhow::Result<()> {

@@ -112,3 +112,101 @@ fn serve_with_no_configuration_runs_embedded_in_the_working_directory() {
     assert!(dir.path().join("downwatch.db").exists());
     assert!(status.success(), "graceful exit, got {status:?}");
 }
+
+/// Three quiet days at about two reports a minute, then half an hour at
+/// 100 a minute: one incident, dated to the burst.
+#[test]
+fn detect_series_finds_a_burst_in_a_bare_series_and_prints_json_lines() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("whatsapp.csv");
+    let start = 1_700_006_400; // 2023-11-15T00:00:00Z, a Wednesday
+    let minutes = 3 * 1440 + 120;
+    let burst_from = 3 * 1440 + 30;
+    let mut csv = String::from("timestamp,count\n");
+    let mut x: u64 = 42;
+    for m in 0..minutes {
+        // A small deterministic jitter around 2 per minute.
+        x = x
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        let quiet = 1 + (x >> 62);
+        let count = if (burst_from..burst_from + 30).contains(&m) {
+            100
+        } else {
+            quiet
+        };
+        let t = chrono::DateTime::from_timestamp(start + 60 * m, 0).unwrap();
+        csv.push_str(&format!("{},{count}\n", t.format("%Y-%m-%d %H:%M:%S")));
+    }
+    std::fs::write(&file, csv).unwrap();
+    let out = downwatch()
+        .arg("detect-series")
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<serde_json::Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    let i = &lines[0];
+    let at = |k: &str| {
+        chrono::DateTime::parse_from_rfc3339(i[k].as_str().unwrap())
+            .unwrap()
+            .timestamp()
+    };
+    let onset = start + 60 * burst_from;
+    assert_eq!(i["service"], "whatsapp");
+    assert_eq!(i["scope"], "global");
+    assert_eq!(i["status"], "resolved");
+    assert!(
+        (onset - 180..=onset).contains(&at("started_at")),
+        "started {}",
+        i["started_at"]
+    );
+    assert!(
+        at("detected_at") <= onset + 120,
+        "detected {}",
+        i["detected_at"]
+    );
+    assert!(
+        (at("ended_at") - (onset + 1800)).abs() <= 15 * 60,
+        "ended {}",
+        i["ended_at"]
+    );
+    assert_eq!(i["peak_reports_per_min"], 100);
+    assert!(i["total_reports"].as_u64().unwrap() >= 3000);
+    for key in [
+        "id",
+        "level_max",
+        "peak_at",
+        "baseline_per_min_at_peak",
+        "duration_s",
+        "top_problems",
+        "top_locations",
+    ] {
+        assert!(i.get(key).is_some(), "{key}");
+    }
+
+    // A bad row is named by line and field, and nothing is printed.
+    std::fs::write(
+        &file,
+        "timestamp,count\n2024-01-01T00:00:00Z,1\n2024-01-01T00:01:00Z,lots\n",
+    )
+    .unwrap();
+    let out = downwatch()
+        .arg("detect-series")
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(out.stdout.is_empty());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("line 3") && err.contains("count"), "{err}");
+}
