@@ -21,6 +21,16 @@ impl FieldError {
     }
 }
 
+/// `^[first][a-z0-9-]*$` of at most `max` bytes, `first` judging the first byte.
+fn is_token(s: &str, max: usize, first: impl Fn(u8) -> bool) -> bool {
+    let bytes = s.as_bytes();
+    bytes.first().is_some_and(|b| first(*b))
+        && bytes.len() <= max
+        && bytes
+            .iter()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-')
+}
+
 /// A service's identifier in URLs: `^[a-z0-9][a-z0-9-]{0,62}$`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 #[serde(transparent)]
@@ -28,14 +38,7 @@ pub struct Slug(String);
 
 impl Slug {
     pub fn parse(s: &str) -> Result<Self, String> {
-        let bytes = s.as_bytes();
-        let ok = !bytes.is_empty()
-            && bytes.len() <= 63
-            && (bytes[0].is_ascii_lowercase() || bytes[0].is_ascii_digit())
-            && bytes
-                .iter()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-');
-        if ok {
+        if is_token(s, 63, |b| b.is_ascii_lowercase() || b.is_ascii_digit()) {
             Ok(Self(s.to_owned()))
         } else {
             Err("must match ^[a-z0-9][a-z0-9-]{0,62}$".into())
@@ -60,14 +63,7 @@ pub struct ProblemKind(String);
 
 impl ProblemKind {
     pub fn parse(s: &str) -> Result<Self, String> {
-        let bytes = s.as_bytes();
-        let ok = !bytes.is_empty()
-            && bytes.len() <= 32
-            && bytes[0].is_ascii_lowercase()
-            && bytes
-                .iter()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-');
-        if ok {
+        if is_token(s, 32, |b| b.is_ascii_lowercase()) {
             Ok(Self(s.to_owned()))
         } else {
             Err("must match ^[a-z][a-z0-9-]{0,31}$".into())
