@@ -3,10 +3,11 @@
 use crate::auth::AdminToken;
 use crate::catalogue::Catalogue;
 use crate::metrics::Metrics;
+use crate::problem::ApiError;
 use crate::ratelimit::IpLimiter;
 use actix_web::HttpRequest;
 use actix_web::http::header::HeaderName;
-use downwatch_core::CountryCode;
+use downwatch_core::{CountryCode, Service};
 use downwatch_ingest::{ClientHasher, Ingest};
 use downwatch_store::Storage;
 use downwatch_windows::WindowStore;
@@ -59,6 +60,14 @@ impl AppState {
             .get_all("x-forwarded-for")
             .filter_map(|v| v.to_str().ok());
         crate::client_ip::resolve(peer, xff, &self.config.trusted_proxies)
+    }
+
+    /// The service a path names, or 404.
+    pub async fn service(&self, slug: &str) -> Result<Arc<Service>, ApiError> {
+        self.catalogue
+            .get(slug)
+            .await?
+            .ok_or_else(|| ApiError::NotFound(format!("no service {slug:?}")))
     }
 
     pub fn header_country(&self, req: &HttpRequest) -> Option<CountryCode> {

@@ -272,27 +272,27 @@ impl Shared {
                 (claims, false)
             }
         };
-        let records: Vec<ReportRecord> = jobs
-            .iter()
+        // Submissions move into the records; the replies wait aside.
+        let (submissions, replies): (Vec<Submission>, Vec<_>) =
+            jobs.into_iter().map(|j| (j.submission, j.reply)).unzip();
+        let records: Vec<ReportRecord> = submissions
+            .into_iter()
             .zip(&claims)
-            .map(|(j, claim)| {
-                let s = &j.submission;
-                ReportRecord {
-                    service_id: s.service_id,
-                    problem: s.problem.clone(),
-                    country: s.country,
-                    city: s.city.clone(),
-                    client_hash: s.client.client,
-                    counted: claim.counts(),
-                    received_at: s.received_at,
-                }
+            .map(|(s, claim)| ReportRecord {
+                service_id: s.service_id,
+                problem: s.problem,
+                country: s.country,
+                city: s.city,
+                client_hash: s.client.client,
+                counted: claim.counts(),
+                received_at: s.received_at,
             })
             .collect();
 
         let ids = match self.storage.insert_reports(&records).await {
             Ok(ids) => ids,
             Err(e) => {
-                tracing::error!(error = ?e, reports = jobs.len(), "storing a batch of reports failed");
+                tracing::error!(error = ?e, reports = records.len(), "storing a batch of reports failed");
                 self.metrics.store_failures.inc();
                 if claimed_in_store {
                     let held: Vec<(DedupKey, Claim)> =
@@ -301,8 +301,8 @@ impl Shared {
                         tracing::warn!(error = %e, "could not release de-duplication claims");
                     }
                 }
-                for j in jobs {
-                    let _ = j.reply.send(Err(CommitError::Unavailable));
+                for reply in replies {
+                    let _ = reply.send(Err(CommitError::Unavailable));
                 }
                 return;
             }
@@ -314,15 +314,15 @@ impl Shared {
         }
 
         let counted = records.iter().filter(|r| r.counted).count();
-        self.metrics.stored.inc_by(jobs.len() as u64);
+        self.metrics.stored.inc_by(records.len() as u64);
         self.metrics.counted.inc_by(counted as u64);
-        self.metrics.batch_size.observe(jobs.len() as f64);
+        self.metrics.batch_size.observe(records.len() as f64);
         self.metrics
             .flush_seconds
             .observe(started.elapsed().as_secs_f64());
-        for ((j, id), record) in jobs.into_iter().zip(ids).zip(&records) {
+        for ((reply, id), record) in replies.into_iter().zip(ids).zip(&records) {
             // The requester may have given up since; the report is stored anyway.
-            let _ = j.reply.send(Ok(Accepted {
+            let _ = reply.send(Ok(Accepted {
                 id,
                 counted: record.counted,
             }));

@@ -255,17 +255,10 @@ impl Storage for SqliteStore {
     }
 
     async fn open_incidents(&self) -> Result<Vec<OpenIncident>> {
-        let rows: Vec<(i64, i64, String)> =
+        Ok(
             sqlx::query_as("SELECT id, service_id, scope FROM incidents WHERE status = 'open'")
                 .fetch_all(&self.pool)
-                .await?;
-        Ok(rows
-            .into_iter()
-            .map(|(id, service_id, scope)| OpenIncident {
-                id,
-                service_id,
-                scope,
-            })
-            .collect())
+                .await?,
+        )
     }
 }

@@ -60,16 +60,12 @@ async fn accept(
         .map_err(|wait| ApiError::RateLimited {
             retry_after_secs: wait.as_secs_f64().ceil() as u64,
         })?;
-    let service = state
-        .catalogue
-        .get(slug)
-        .await?
-        .ok_or_else(|| ApiError::NotFound(format!("no service {slug:?}")))?;
+    let service = state.service(slug).await?;
 
     let mut f = read_object(req, payload).await?;
     let problem = f.required_string("problem").and_then(|p| {
-        if service.problems.contains(&p) {
-            downwatch_core::ProblemKind::parse(&p).ok()
+        if let Some(kind) = service.problems.iter().find(|k| k.as_str() == p) {
+            Some(kind.clone())
         } else {
             let known: Vec<&str> = service.problems.iter().map(|k| k.as_str()).collect();
             f.error(

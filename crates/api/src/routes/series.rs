@@ -103,11 +103,7 @@ async fn series(
     slug: web::Path<String>,
     query: web::Query<SeriesQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    let service = state
-        .catalogue
-        .get(&slug)
-        .await?
-        .ok_or_else(|| ApiError::NotFound(format!("no service {:?}", slug.as_str())))?;
+    let service = state.service(&slug).await?;
     let range = parse_range(
         query.from.as_deref(),
         query.to.as_deref(),

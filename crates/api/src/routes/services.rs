@@ -112,11 +112,7 @@ async fn get_one(
     state: web::Data<AppState>,
     slug: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    let service = state
-        .catalogue
-        .get(&slug)
-        .await?
-        .ok_or_else(|| ApiError::NotFound(format!("no service {:?}", slug.as_str())))?;
+    let service = state.service(&slug).await?;
     let open = open_by_service(&state).await?;
     Ok(HttpResponse::Ok().json(view(&service, &open)))
 }

@@ -407,6 +407,16 @@ impl TestApp {
             .unwrap()
     }
 
+    /// Submits a report as client `ip` and reads the JSON answer.
+    pub async fn report_json(&self, slug: &str, ip: &str, body: &Value) -> Value {
+        self.report_as(slug, ip, body).await.json().await.unwrap()
+    }
+
+    /// `GET path`.
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        self.client.get(self.url(path)).send().await.unwrap()
+    }
+
     /// Submits a report from a new client.
     pub async fn report(&self, slug: &str, body: &Value) -> reqwest::Response {
         self.report_as(slug, &new_client_ip(), body).await

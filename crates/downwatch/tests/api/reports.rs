@@ -331,7 +331,7 @@ async fn database_down_is_503_then_recovers_and_the_retry_counts(b: Backing) {
     let outage = b.take_database_down().await;
     if b.mode == crate::helpers::Mode::Production {
         // Readiness names what is down (SQLite held busy still answers reads).
-        let r = app.client.get(app.url("/readyz")).send().await.unwrap();
+        let r = app.get("/readyz").await;
         let problem = assert_problem(r, 503, None).await;
         assert!(
             problem["detail"].as_str().unwrap().contains("database"),
@@ -376,34 +376,22 @@ async fn second_report_of_a_client_is_stored_but_not_counted(b: Backing) {
     let app = spawn_app(&b).await;
     let ip = new_client_ip();
     let r1: Value = app
-        .report_as("whatsapp", &ip, &json!({"problem": "app"}))
-        .await
-        .json()
-        .await
-        .unwrap();
+        .report_json("whatsapp", &ip, &json!({"problem": "app"}))
+        .await;
     let r2: Value = app
-        .report_as("whatsapp", &ip, &json!({"problem": "login"}))
-        .await
-        .json()
-        .await
-        .unwrap();
+        .report_json("whatsapp", &ip, &json!({"problem": "login"}))
+        .await;
     // Another service, and another device behind the same address, count.
     let r3: Value = app
-        .report_as("instagram", &ip, &json!({"problem": "app"}))
-        .await
-        .json()
-        .await
-        .unwrap();
+        .report_json("instagram", &ip, &json!({"problem": "app"}))
+        .await;
     let r4: Value = app
-        .report_as(
+        .report_json(
             "whatsapp",
             &ip,
             &json!({"problem": "app", "client_id": "phone-2"}),
         )
-        .await
-        .json()
-        .await
-        .unwrap();
+        .await;
     assert_eq!(
         [
             &r1["counted"],
@@ -437,28 +425,10 @@ async fn dedup_window_expires(b: Backing) {
     let ip = new_client_ip();
     let body = json!({"problem": "app"});
     let counted = |v: Value| v["counted"].as_bool().unwrap();
-    assert!(counted(
-        app.report_as("whatsapp", &ip, &body)
-            .await
-            .json()
-            .await
-            .unwrap()
-    ));
-    assert!(!counted(
-        app.report_as("whatsapp", &ip, &body)
-            .await
-            .json()
-            .await
-            .unwrap()
-    ));
+    assert!(counted(app.report_json("whatsapp", &ip, &body).await));
+    assert!(!counted(app.report_json("whatsapp", &ip, &body).await));
     tokio::time::sleep(Duration::from_millis(1300)).await;
-    assert!(counted(
-        app.report_as("whatsapp", &ip, &body)
-            .await
-            .json()
-            .await
-            .unwrap()
-    ));
+    assert!(counted(app.report_json("whatsapp", &ip, &body).await));
     app.stop().await;
 }
 
@@ -468,25 +438,19 @@ async fn one_address_cannot_multiply_its_count_with_client_ids(b: Backing) {
     let mut counted = Vec::new();
     for id in ["a", "b", "c", "d"] {
         let r: Value = app
-            .report_as("whatsapp", &ip, &json!({"problem": "app", "client_id": id}))
-            .await
-            .json()
-            .await
-            .unwrap();
+            .report_json("whatsapp", &ip, &json!({"problem": "app", "client_id": id}))
+            .await;
         counted.push(r["counted"].as_bool().unwrap());
     }
     assert_eq!(counted, [true, true, false, false]);
     // The cap is per service, and other addresses are not affected.
     let other: Value = app
-        .report_as(
+        .report_json(
             "instagram",
             &ip,
             &json!({"problem": "app", "client_id": "e"}),
         )
-        .await
-        .json()
-        .await
-        .unwrap();
+        .await;
     assert_eq!(other["counted"], true);
     let elsewhere: Value = app
         .report("whatsapp", &json!({"problem": "app"}))
@@ -511,44 +475,22 @@ async fn forwarded_for_is_believed_only_from_trusted_proxies(b: Backing) {
     // Trusted loopback proxy: two forwarded clients are two clients.
     let app = spawn_app(&b).await;
     assert!(counted(
-        app.report_as("whatsapp", "198.51.100.1", &body)
-            .await
-            .json()
-            .await
-            .unwrap()
+        app.report_json("whatsapp", "198.51.100.1", &body).await
     ));
     assert!(counted(
-        app.report_as("whatsapp", "198.51.100.2", &body)
-            .await
-            .json()
-            .await
-            .unwrap()
+        app.report_json("whatsapp", "198.51.100.2", &body).await
     ));
     // A client cannot spoof its way past the proxy by prepending hops.
     let spoof = "203.0.113.66, 198.51.100.1";
-    assert!(!counted(
-        app.report_as("whatsapp", spoof, &body)
-            .await
-            .json()
-            .await
-            .unwrap()
-    ));
+    assert!(!counted(app.report_json("whatsapp", spoof, &body).await));
     app.stop().await;
     // No trusted proxy: the header is ignored, every request is the peer.
     let app = spawn_app_with(&b, &[("DOWNWATCH_TRUSTED_PROXIES", "")]).await;
     assert!(counted(
-        app.report_as("instagram", "198.51.100.3", &body)
-            .await
-            .json()
-            .await
-            .unwrap()
+        app.report_json("instagram", "198.51.100.3", &body).await
     ));
     assert!(!counted(
-        app.report_as("instagram", "198.51.100.4", &body)
-            .await
-            .json()
-            .await
-            .unwrap()
+        app.report_json("instagram", "198.51.100.4", &body).await
     ));
     app.stop().await;
 }

@@ -122,12 +122,7 @@ async fn series_refuses_bad_parameters_naming_them(b: Backing) {
     )
     .await;
     assert_problem(get("country=fr").await.unwrap(), 400, Some("country")).await;
-    let r = app
-        .client
-        .get(app.url("/api/v1/services/nope/series"))
-        .send()
-        .await
-        .unwrap();
+    let r = app.get("/api/v1/services/nope/series").await;
     assert_problem(r, 404, None).await;
     app.stop().await;
 }

@@ -42,19 +42,11 @@ async fn catalogue_is_seeded_on_first_start_with_search_and_category_filters(b: 
             .unwrap()
             .contains(&json!("messaging"))
     );
-    let r = app
-        .client
-        .get(app.url("/api/v1/services/nope"))
-        .send()
-        .await
-        .unwrap();
+    let r = app.get("/api/v1/services/nope").await;
     assert_problem(r, 404, None).await;
     let r = app
-        .client
-        .get(app.url(&format!("/api/v1/services?q={}", "a".repeat(101))))
-        .send()
-        .await
-        .unwrap();
+        .get(&format!("/api/v1/services?q={}", "a".repeat(101)))
+        .await;
     assert_problem(r, 400, Some("q")).await;
     app.stop().await;
 }

@@ -40,15 +40,7 @@ async fn metrics_count_reports_by_outcome(b: Backing) {
         .await;
     app.report("whatsapp", &json!({"problem": "nope"})).await;
     app.report("nope", &json!({"problem": "app"})).await;
-    let text = app
-        .client
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = app.get("/metrics").await.text().await.unwrap();
     let value = |name: &str| -> f64 {
         text.lines()
             .find(|l| l.starts_with(name))
@@ -78,12 +70,7 @@ async fn metrics_count_reports_by_outcome(b: Backing) {
 
 async fn unknown_routes_and_methods_are_problems(b: Backing) {
     let app = spawn_app(&b).await;
-    let r = app
-        .client
-        .get(app.url("/api/v1/nothing-here"))
-        .send()
-        .await
-        .unwrap();
+    let r = app.get("/api/v1/nothing-here").await;
     assert_problem(r, 404, None).await;
     let r = app
         .client
@@ -94,19 +81,9 @@ async fn unknown_routes_and_methods_are_problems(b: Backing) {
     let allow = r.headers()["allow"].to_str().unwrap().to_owned();
     assert!(allow.contains("GET") && allow.contains("POST"), "{allow}");
     assert_problem(r, 405, None).await;
-    let r = app
-        .client
-        .get(app.url("/api/v1/services/whatsapp/reports"))
-        .send()
-        .await
-        .unwrap();
+    let r = app.get("/api/v1/services/whatsapp/reports").await;
     assert_problem(r, 405, None).await;
-    let r = app
-        .client
-        .get(app.url("/api/v1/services?q=a&q=b"))
-        .send()
-        .await
-        .unwrap();
+    let r = app.get("/api/v1/services?q=a&q=b").await;
     assert_problem(r, 400, Some("query")).await;
     app.stop().await;
 }
@@ -223,18 +200,8 @@ async fn two_instances_share_deduplication_and_counts() {
     let c = spawn_app(&b).await;
     let ip = new_client_ip();
     let body = json!({"problem": "messaging"});
-    let first: Value = a
-        .report_as("whatsapp", &ip, &body)
-        .await
-        .json()
-        .await
-        .unwrap();
-    let second: Value = c
-        .report_as("whatsapp", &ip, &body)
-        .await
-        .json()
-        .await
-        .unwrap();
+    let first: Value = a.report_json("whatsapp", &ip, &body).await;
+    let second: Value = c.report_json("whatsapp", &ip, &body).await;
     assert_eq!(first["counted"], true);
     assert_eq!(
         second["counted"], false,
