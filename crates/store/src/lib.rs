@@ -45,6 +45,99 @@ pub struct OpenIncident {
 /// Counts of one bucket of a series: bucket start (epoch seconds) and counted reports.
 pub type Bucket = (i64, i64);
 
+/// The persisted detector state of one scope (see `detector_scopes`).
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
+pub struct ScopeStateRow {
+    pub service_id: i64,
+    pub scope: String,
+    /// The last minute the detector has stepped (epoch seconds).
+    pub last_minute: i64,
+    /// `ok`, `warning` or `outage`.
+    pub level: String,
+    /// Reports expected in `last_minute` (the baseline).
+    pub expected: f64,
+    pub incident_id: Option<i64>,
+    /// The serialised `ScopeDetector`.
+    pub state: String,
+}
+
+/// An incident's stored facts; times are unix seconds (UTC).
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
+pub struct IncidentRecord {
+    pub service_id: i64,
+    pub scope: String,
+    /// `outage` (or `warning`).
+    pub level_max: String,
+    pub started_at: i64,
+    pub detected_at: i64,
+    pub peak_at: i64,
+    pub peak_reports_per_min: f64,
+    pub baseline_per_min_at_peak: f64,
+    /// `None` while open.
+    pub ended_at: Option<i64>,
+    pub total_reports: i64,
+}
+
+impl IncidentRecord {
+    pub fn status(&self) -> &'static str {
+        if self.ended_at.is_some() {
+            "resolved"
+        } else {
+            "open"
+        }
+    }
+}
+
+/// A stored incident.
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
+pub struct IncidentRow {
+    pub id: i64,
+    #[sqlx(flatten)]
+    pub record: IncidentRecord,
+}
+
+/// An incident to write: updates row `id` when given (re-inserting it if it
+/// was deleted meanwhile), else inserts. An open incident whose scope already
+/// has an open one (another instance got there first) adopts that row
+/// instead of adding a second.
+#[derive(Debug, Clone, PartialEq)]
+pub struct IncidentWrite {
+    pub id: Option<i64>,
+    pub record: IncidentRecord,
+}
+
+/// Filters of an incident listing, newest (`started_at`, then id) first.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct IncidentQuery {
+    pub service_id: Option<i64>,
+    pub scope: Option<String>,
+    /// Incidents that started at or after this (unix seconds).
+    pub from: Option<i64>,
+    /// Incidents that started before this.
+    pub to: Option<i64>,
+    pub open: Option<bool>,
+    /// Keyset cursor: strictly older than this `(started_at, id)`.
+    pub before: Option<(i64, i64)>,
+    pub limit: i64,
+}
+
+/// A scope's level as the detector last saved it.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct ScopeLevel {
+    pub service_id: i64,
+    pub scope: String,
+    pub level: String,
+}
+
+/// One minute of one scope's rollup.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct MinuteCount {
+    pub service_id: i64,
+    pub scope: String,
+    pub minute: i64,
+    pub counted: i64,
+}
+
 #[async_trait]
 pub trait Storage: Send + Sync + 'static {
     /// `"sqlite"` or `"postgres"`, for logs and `/readyz`.
@@ -94,6 +187,48 @@ pub trait Storage: Send + Sync + 'static {
     async fn forget_salts_before(&self, day: i64) -> Result<()>;
 
     async fn open_incidents(&self) -> Result<Vec<OpenIncident>>;
+
+    /// Counted reports per minute of every scope of one service in
+    /// `[from, to)`, ordered by minute; zero minutes omitted.
+    async fn minute_counts(&self, service_id: i64, from: i64, to: i64) -> Result<Vec<MinuteCount>>;
+
+    /// Counted reports per minute of every service and scope since
+    /// `from` (for rebuilding the window store).
+    async fn recent_minute_counts(&self, from: i64) -> Result<Vec<MinuteCount>>;
+
+    /// Scopes the detector last left at `warning` or `outage`.
+    async fn alert_levels(&self) -> Result<Vec<ScopeLevel>>;
+
+    /// Every scope's persisted detector state.
+    async fn scope_states(&self) -> Result<Vec<ScopeStateRow>>;
+
+    /// One detector tick in one transaction: writes `incidents` (see
+    /// [`IncidentWrite`]) and upserts `states`. Returns the incident ids in
+    /// input order.
+    async fn save_detection(
+        &self,
+        incidents: &[IncidentWrite],
+        states: &[ScopeStateRow],
+    ) -> Result<Vec<i64>>;
+
+    /// Backfill: replaces the resolved incidents of one service that started
+    /// in `[from, to)` by `incidents` (open ones adopt the scope's open row),
+    /// in one transaction. Returns how many were removed.
+    async fn replace_incidents(
+        &self,
+        service_id: i64,
+        from: i64,
+        to: i64,
+        incidents: &[IncidentRecord],
+    ) -> Result<u64>;
+
+    async fn incidents(&self, query: &IncidentQuery) -> Result<Vec<IncidentRow>>;
+
+    async fn incident(&self, id: i64) -> Result<Option<IncidentRow>>;
+
+    async fn get_meta(&self, key: &str) -> Result<Option<String>>;
+
+    async fn set_meta(&self, key: &str, value: &str) -> Result<()>;
 }
 
 /// Connects to the database a URL names, by its scheme.

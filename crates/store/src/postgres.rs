@@ -1,9 +1,13 @@
 //! PostgreSQL storage: production mode, shared by every instance.
 
-use super::{OpenIncident, Result, ServiceRow, Storage, StoreError, is_unique_violation, rollups};
+use super::{
+    IncidentQuery, IncidentRecord, IncidentRow, IncidentWrite, MinuteCount, OpenIncident, Result,
+    ScopeLevel, ScopeStateRow, ServiceRow, Storage, StoreError, is_unique_violation, rollups,
+};
 use async_trait::async_trait;
 use downwatch_core::{NewService, ReportRecord, Service, ServicePatch};
-use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::Row;
+use sqlx::postgres::{PgArguments, PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -26,6 +30,74 @@ impl PgStore {
 }
 
 const SERVICE_COLUMNS: &str = "id, slug, name, category, url, problems";
+
+const INCIDENT_COLUMNS: &str = "id, service_id, scope, level_max,
+    EXTRACT(EPOCH FROM started_at)::int8 AS started_at,
+    EXTRACT(EPOCH FROM detected_at)::int8 AS detected_at,
+    EXTRACT(EPOCH FROM peak_at)::int8 AS peak_at, peak_reports_per_min, baseline_per_min_at_peak,
+    EXTRACT(EPOCH FROM ended_at)::int8 AS ended_at, total_reports";
+
+type Query<'q> = sqlx::query::Query<'q, sqlx::Postgres, PgArguments>;
+
+/// Binds a record as parameters $1 to $11 (the column order of the INSERT
+/// below); times go in as unix seconds and are converted by `to_timestamp`.
+fn bind_incident<'q>(q: Query<'q>, r: &'q IncidentRecord) -> Query<'q> {
+    q.bind(r.service_id)
+        .bind(&r.scope)
+        .bind(r.status())
+        .bind(&r.level_max)
+        .bind(r.started_at as f64)
+        .bind(r.detected_at as f64)
+        .bind(r.peak_at as f64)
+        .bind(r.peak_reports_per_min)
+        .bind(r.baseline_per_min_at_peak)
+        .bind(r.ended_at.map(|t| t as f64))
+        .bind(r.total_reports)
+}
+
+async fn update_incident(tx: &mut PgConnection, id: i64, r: &IncidentRecord) -> Result<bool> {
+    let q = sqlx::query(
+        "UPDATE incidents SET service_id = $1, scope = $2, status = $3, level_max = $4,
+         started_at = to_timestamp($5), detected_at = to_timestamp($6), peak_at = to_timestamp($7),
+         peak_reports_per_min = $8, baseline_per_min_at_peak = $9, ended_at = to_timestamp($10),
+         total_reports = $11 WHERE id = $12",
+    );
+    let done = bind_incident(q, r).bind(id).execute(&mut *tx).await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// Inserts, or when the scope already has an open incident and this one is
+/// open too, updates that one (the partial unique index refuses a second).
+async fn insert_or_adopt(tx: &mut PgConnection, r: &IncidentRecord) -> Result<i64> {
+    let q = sqlx::query(
+        "INSERT INTO incidents (service_id, scope, status, level_max, started_at, detected_at,
+         peak_at, peak_reports_per_min, baseline_per_min_at_peak, ended_at, total_reports)
+         VALUES ($1, $2, $3, $4, to_timestamp($5), to_timestamp($6), to_timestamp($7), $8, $9,
+         to_timestamp($10), $11)
+         ON CONFLICT (service_id, scope) WHERE status = 'open' DO NOTHING RETURNING id",
+    );
+    if let Some(row) = bind_incident(q, r).fetch_optional(&mut *tx).await? {
+        return Ok(row.try_get("id")?);
+    }
+    let id: i64 = sqlx::query_scalar(
+        "SELECT id FROM incidents WHERE service_id = $1 AND scope = $2 AND status = 'open'",
+    )
+    .bind(r.service_id)
+    .bind(&r.scope)
+    .fetch_one(&mut *tx)
+    .await?;
+    update_incident(tx, id, r).await?;
+    Ok(id)
+}
+
+async fn write_incident(tx: &mut PgConnection, w: &IncidentWrite) -> Result<i64> {
+    if let Some(id) = w.id
+        && update_incident(tx, id, &w.record).await?
+    {
+        return Ok(id);
+    }
+    insert_or_adopt(tx, &w.record).await
+}
 
 #[async_trait]
 impl Storage for PgStore {
@@ -274,5 +346,182 @@ impl Storage for PgStore {
                 .fetch_all(&self.pool)
                 .await?,
         )
+    }
+
+    async fn minute_counts(&self, service_id: i64, from: i64, to: i64) -> Result<Vec<MinuteCount>> {
+        Ok(sqlx::query_as(
+            "SELECT service_id, scope, minute, counted::int8 AS counted FROM report_minutes
+             WHERE service_id = $1 AND minute >= $2 AND minute < $3 AND counted > 0
+             ORDER BY minute, scope",
+        )
+        .bind(service_id)
+        .bind(from)
+        .bind(to)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    async fn recent_minute_counts(&self, from: i64) -> Result<Vec<MinuteCount>> {
+        Ok(sqlx::query_as(
+            "SELECT service_id, scope, minute, counted::int8 AS counted FROM report_minutes
+             WHERE minute >= $1 AND counted > 0",
+        )
+        .bind(from)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    async fn alert_levels(&self) -> Result<Vec<ScopeLevel>> {
+        Ok(sqlx::query_as(
+            "SELECT service_id, scope, level FROM detector_scopes WHERE level <> 'ok'",
+        )
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    async fn scope_states(&self) -> Result<Vec<ScopeStateRow>> {
+        Ok(sqlx::query_as(
+            "SELECT service_id, scope, last_minute, level, expected, incident_id, state
+             FROM detector_scopes",
+        )
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    async fn save_detection(
+        &self,
+        incidents: &[IncidentWrite],
+        states: &[ScopeStateRow],
+    ) -> Result<Vec<i64>> {
+        let mut tx = self.pool.begin().await?;
+        let mut ids = Vec::with_capacity(incidents.len());
+        for w in incidents {
+            ids.push(write_incident(&mut tx, w).await?);
+        }
+        if !states.is_empty() {
+            // One statement for every scope: a tick writes hundreds of them.
+            let mut service_ids = Vec::with_capacity(states.len());
+            let mut scopes = Vec::with_capacity(states.len());
+            let mut minutes = Vec::with_capacity(states.len());
+            let mut levels = Vec::with_capacity(states.len());
+            let mut expected = Vec::with_capacity(states.len());
+            let mut incident_ids = Vec::with_capacity(states.len());
+            let mut blobs = Vec::with_capacity(states.len());
+            for st in states {
+                service_ids.push(st.service_id);
+                scopes.push(st.scope.as_str());
+                minutes.push(st.last_minute);
+                levels.push(st.level.as_str());
+                expected.push(st.expected);
+                incident_ids.push(st.incident_id);
+                blobs.push(st.state.as_str());
+            }
+            sqlx::query(
+                "INSERT INTO detector_scopes
+                 (service_id, scope, last_minute, level, expected, incident_id, state)
+                 SELECT * FROM UNNEST($1::int8[], $2::text[], $3::int8[], $4::text[],
+                                      $5::float8[], $6::int8[], $7::text[])
+                 ON CONFLICT (service_id, scope) DO UPDATE SET last_minute = excluded.last_minute,
+                 level = excluded.level, expected = excluded.expected,
+                 incident_id = excluded.incident_id, state = excluded.state",
+            )
+            .bind(&service_ids)
+            .bind(&scopes)
+            .bind(&minutes)
+            .bind(&levels)
+            .bind(&expected)
+            .bind(&incident_ids)
+            .bind(&blobs)
+            .execute(&mut *tx)
+            .await?;
+        }
+        // Each scope points at its latest incident (writes come oldest first).
+        for (w, id) in incidents.iter().zip(&ids) {
+            sqlx::query(
+                "UPDATE detector_scopes SET incident_id = $1 WHERE service_id = $2 AND scope = $3",
+            )
+            .bind(id)
+            .bind(w.record.service_id)
+            .bind(&w.record.scope)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(ids)
+    }
+
+    async fn replace_incidents(
+        &self,
+        service_id: i64,
+        from: i64,
+        to: i64,
+        incidents: &[IncidentRecord],
+    ) -> Result<u64> {
+        let mut tx = self.pool.begin().await?;
+        let removed = sqlx::query(
+            "DELETE FROM incidents WHERE service_id = $1 AND status = 'resolved'
+             AND started_at >= to_timestamp($2) AND started_at < to_timestamp($3)",
+        )
+        .bind(service_id)
+        .bind(from as f64)
+        .bind(to as f64)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        for r in incidents {
+            insert_or_adopt(&mut tx, r).await?;
+        }
+        tx.commit().await?;
+        Ok(removed)
+    }
+
+    async fn incidents(&self, q: &IncidentQuery) -> Result<Vec<IncidentRow>> {
+        let sql = format!(
+            "SELECT {INCIDENT_COLUMNS} FROM incidents
+             WHERE ($1::int8 IS NULL OR service_id = $1) AND ($2::text IS NULL OR scope = $2)
+             AND ($3::float8 IS NULL OR started_at >= to_timestamp($3))
+             AND ($4::float8 IS NULL OR started_at < to_timestamp($4))
+             AND ($5::bool IS NULL OR (status = 'open') = $5)
+             AND ($6::float8 IS NULL OR (started_at, id) < (to_timestamp($6), $7::int8))
+             ORDER BY started_at DESC, id DESC LIMIT $8"
+        );
+        Ok(sqlx::query_as(&sql)
+            .bind(q.service_id)
+            .bind(&q.scope)
+            .bind(q.from.map(|t| t as f64))
+            .bind(q.to.map(|t| t as f64))
+            .bind(q.open)
+            .bind(q.before.map(|b| b.0 as f64))
+            .bind(q.before.map(|b| b.1))
+            .bind(q.limit)
+            .fetch_all(&self.pool)
+            .await?)
+    }
+
+    async fn incident(&self, id: i64) -> Result<Option<IncidentRow>> {
+        let sql = format!("SELECT {INCIDENT_COLUMNS} FROM incidents WHERE id = $1");
+        Ok(sqlx::query_as(&sql)
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?)
+    }
+
+    async fn get_meta(&self, key: &str) -> Result<Option<String>> {
+        Ok(sqlx::query_scalar("SELECT value FROM meta WHERE key = $1")
+            .bind(key)
+            .fetch_optional(&self.pool)
+            .await?)
+    }
+
+    async fn set_meta(&self, key: &str, value: &str) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO meta (key, value) VALUES ($1, $2)
+             ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+        )
+        .bind(key)
+        .bind(value)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
     }
 }

@@ -1,10 +1,15 @@
 //! SQLite storage: the embedded default, one file, one process.
 
-use super::{OpenIncident, Result, ServiceRow, Storage, StoreError, is_unique_violation, rollups};
+use super::{
+    IncidentQuery, IncidentRecord, IncidentRow, IncidentWrite, MinuteCount, OpenIncident, Result,
+    ScopeLevel, ScopeStateRow, ServiceRow, Storage, StoreError, is_unique_violation, rollups,
+};
 use async_trait::async_trait;
 use downwatch_core::{NewService, ReportRecord, Service, ServicePatch};
+use sqlx::Row;
 use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+    SqliteArguments, SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool,
+    SqlitePoolOptions, SqliteSynchronous,
 };
 use std::str::FromStr;
 use std::time::Duration;
@@ -39,6 +44,73 @@ impl SqliteStore {
 }
 
 const SERVICE_COLUMNS: &str = "id, slug, name, category, url, problems";
+
+/// Incident times are stored as microseconds, like report times.
+const INCIDENT_COLUMNS: &str =
+    "id, service_id, scope, level_max, started_at / 1000000 AS started_at,
+    detected_at / 1000000 AS detected_at, peak_at / 1000000 AS peak_at, peak_reports_per_min,
+    baseline_per_min_at_peak, ended_at / 1000000 AS ended_at, total_reports";
+
+type Query<'q> = sqlx::query::Query<'q, sqlx::Sqlite, SqliteArguments<'q>>;
+
+/// Binds a record as parameters ?1 to ?11 (the column order of the
+/// INSERT below).
+fn bind_incident<'q>(q: Query<'q>, r: &'q IncidentRecord) -> Query<'q> {
+    const M: i64 = 1_000_000;
+    q.bind(r.service_id)
+        .bind(&r.scope)
+        .bind(r.status())
+        .bind(&r.level_max)
+        .bind(r.started_at * M)
+        .bind(r.detected_at * M)
+        .bind(r.peak_at * M)
+        .bind(r.peak_reports_per_min)
+        .bind(r.baseline_per_min_at_peak)
+        .bind(r.ended_at.map(|t| t * M))
+        .bind(r.total_reports)
+}
+
+async fn update_incident(tx: &mut SqliteConnection, id: i64, r: &IncidentRecord) -> Result<bool> {
+    let q = sqlx::query(
+        "UPDATE incidents SET service_id = ?1, scope = ?2, status = ?3, level_max = ?4,
+         started_at = ?5, detected_at = ?6, peak_at = ?7, peak_reports_per_min = ?8,
+         baseline_per_min_at_peak = ?9, ended_at = ?10, total_reports = ?11 WHERE id = ?12",
+    );
+    let done = bind_incident(q, r).bind(id).execute(&mut *tx).await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// Inserts, or when the scope already has an open incident and this one is
+/// open too, updates that one (the partial unique index refuses a second).
+async fn insert_or_adopt(tx: &mut SqliteConnection, r: &IncidentRecord) -> Result<i64> {
+    let q = sqlx::query(
+        "INSERT INTO incidents (service_id, scope, status, level_max, started_at, detected_at,
+         peak_at, peak_reports_per_min, baseline_per_min_at_peak, ended_at, total_reports)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
+         ON CONFLICT (service_id, scope) WHERE status = 'open' DO NOTHING RETURNING id",
+    );
+    if let Some(row) = bind_incident(q, r).fetch_optional(&mut *tx).await? {
+        return Ok(row.try_get("id")?);
+    }
+    let id: i64 = sqlx::query_scalar(
+        "SELECT id FROM incidents WHERE service_id = ? AND scope = ? AND status = 'open'",
+    )
+    .bind(r.service_id)
+    .bind(&r.scope)
+    .fetch_one(&mut *tx)
+    .await?;
+    update_incident(tx, id, r).await?;
+    Ok(id)
+}
+
+async fn write_incident(tx: &mut SqliteConnection, w: &IncidentWrite) -> Result<i64> {
+    if let Some(id) = w.id
+        && update_incident(tx, id, &w.record).await?
+    {
+        return Ok(id);
+    }
+    insert_or_adopt(tx, &w.record).await
+}
 
 #[async_trait]
 impl Storage for SqliteStore {
@@ -260,5 +332,164 @@ impl Storage for SqliteStore {
                 .fetch_all(&self.pool)
                 .await?,
         )
+    }
+
+    async fn minute_counts(&self, service_id: i64, from: i64, to: i64) -> Result<Vec<MinuteCount>> {
+        Ok(sqlx::query_as(
+            "SELECT service_id, scope, minute, counted FROM report_minutes
+             WHERE service_id = ? AND minute >= ? AND minute < ? AND counted > 0
+             ORDER BY minute, scope",
+        )
+        .bind(service_id)
+        .bind(from)
+        .bind(to)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    async fn recent_minute_counts(&self, from: i64) -> Result<Vec<MinuteCount>> {
+        Ok(sqlx::query_as(
+            "SELECT service_id, scope, minute, counted FROM report_minutes
+             WHERE minute >= ? AND counted > 0",
+        )
+        .bind(from)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    async fn alert_levels(&self) -> Result<Vec<ScopeLevel>> {
+        Ok(sqlx::query_as(
+            "SELECT service_id, scope, level FROM detector_scopes WHERE level <> 'ok'",
+        )
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    async fn scope_states(&self) -> Result<Vec<ScopeStateRow>> {
+        Ok(sqlx::query_as(
+            "SELECT service_id, scope, last_minute, level, expected, incident_id, state
+             FROM detector_scopes",
+        )
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    async fn save_detection(
+        &self,
+        incidents: &[IncidentWrite],
+        states: &[ScopeStateRow],
+    ) -> Result<Vec<i64>> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut ids = Vec::with_capacity(incidents.len());
+        for w in incidents {
+            ids.push(write_incident(&mut tx, w).await?);
+        }
+        for st in states {
+            sqlx::query(
+                "INSERT INTO detector_scopes
+                 (service_id, scope, last_minute, level, expected, incident_id, state)
+                 VALUES (?, ?, ?, ?, ?, ?, ?)
+                 ON CONFLICT (service_id, scope) DO UPDATE SET last_minute = excluded.last_minute,
+                 level = excluded.level, expected = excluded.expected,
+                 incident_id = excluded.incident_id, state = excluded.state",
+            )
+            .bind(st.service_id)
+            .bind(&st.scope)
+            .bind(st.last_minute)
+            .bind(&st.level)
+            .bind(st.expected)
+            .bind(st.incident_id)
+            .bind(&st.state)
+            .execute(&mut *tx)
+            .await?;
+        }
+        // Each scope points at its latest incident (writes come oldest first).
+        for (w, id) in incidents.iter().zip(&ids) {
+            sqlx::query(
+                "UPDATE detector_scopes SET incident_id = ? WHERE service_id = ? AND scope = ?",
+            )
+            .bind(id)
+            .bind(w.record.service_id)
+            .bind(&w.record.scope)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(ids)
+    }
+
+    async fn replace_incidents(
+        &self,
+        service_id: i64,
+        from: i64,
+        to: i64,
+        incidents: &[IncidentRecord],
+    ) -> Result<u64> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let removed = sqlx::query(
+            "DELETE FROM incidents WHERE service_id = ? AND status = 'resolved'
+             AND started_at >= ? AND started_at < ?",
+        )
+        .bind(service_id)
+        .bind(from * 1_000_000)
+        .bind(to * 1_000_000)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        for r in incidents {
+            insert_or_adopt(&mut tx, r).await?;
+        }
+        tx.commit().await?;
+        Ok(removed)
+    }
+
+    async fn incidents(&self, q: &IncidentQuery) -> Result<Vec<IncidentRow>> {
+        const M: i64 = 1_000_000;
+        let sql = format!(
+            "SELECT {INCIDENT_COLUMNS} FROM incidents
+             WHERE (?1 IS NULL OR service_id = ?1) AND (?2 IS NULL OR scope = ?2)
+             AND (?3 IS NULL OR started_at >= ?3) AND (?4 IS NULL OR started_at < ?4)
+             AND (?5 IS NULL OR (status = 'open') = ?5)
+             AND (?6 IS NULL OR started_at < ?6 OR (started_at = ?6 AND id < ?7))
+             ORDER BY started_at DESC, id DESC LIMIT ?8"
+        );
+        Ok(sqlx::query_as(&sql)
+            .bind(q.service_id)
+            .bind(&q.scope)
+            .bind(q.from.map(|t| t * M))
+            .bind(q.to.map(|t| t * M))
+            .bind(q.open)
+            .bind(q.before.map(|b| b.0 * M))
+            .bind(q.before.map(|b| b.1))
+            .bind(q.limit)
+            .fetch_all(&self.pool)
+            .await?)
+    }
+
+    async fn incident(&self, id: i64) -> Result<Option<IncidentRow>> {
+        let sql = format!("SELECT {INCIDENT_COLUMNS} FROM incidents WHERE id = ?");
+        Ok(sqlx::query_as(&sql)
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?)
+    }
+
+    async fn get_meta(&self, key: &str) -> Result<Option<String>> {
+        Ok(sqlx::query_scalar("SELECT value FROM meta WHERE key = ?")
+            .bind(key)
+            .fetch_optional(&self.pool)
+            .await?)
+    }
+
+    async fn set_meta(&self, key: &str, value: &str) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO meta (key, value) VALUES (?, ?)
+             ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+        )
+        .bind(key)
+        .bind(value)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
     }
 }
