@@ -74,6 +74,19 @@ pub struct Increment {
     pub count: u32,
 }
 
+/// `n` consecutive minute buckets of one scope to read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScopeRead {
+    pub service_id: i64,
+    pub scope: String,
+    /// Epoch seconds, floored to the minute.
+    pub from_minute: i64,
+    pub n: usize,
+}
+
+/// Messages published to every instance's subscribers (the detector's events).
+pub type Subscription = tokio::sync::mpsc::Receiver<String>;
+
 /// Checks a Redis key prefix: at most 64 bytes, no braces (they would
 /// break the per-service hash tags), no white space.
 pub fn validate_prefix(prefix: &str) -> Result<(), String> {
@@ -114,5 +127,43 @@ pub trait WindowStore: Send + Sync + 'static {
         scope: &str,
         from_minute: i64,
         n: usize,
-    ) -> Result<Vec<u32>>;
+    ) -> Result<Vec<u32>> {
+        let read = ScopeRead {
+            service_id,
+            scope: scope.to_owned(),
+            from_minute,
+            n,
+        };
+        Ok(self.read(&[read]).await?.pop().unwrap_or_default())
+    }
+
+    /// Many [`minutes`](Self::minutes) reads in one round trip, answers in order.
+    async fn read(&self, reads: &[ScopeRead]) -> Result<Vec<Vec<u32>>>;
+
+    /// For each service, its scopes with counts in a minute at or after
+    /// `since_minute`, sorted.
+    async fn active_scopes(
+        &self,
+        service_ids: &[i64],
+        since_minute: i64,
+    ) -> Result<Vec<Vec<String>>>;
+
+    /// Takes or renews the lease `name` for `holder` for `ttl`; `false` while
+    /// another holder has it. One instance at a time runs what it guards.
+    async fn lease(&self, name: &str, holder: &str, ttl: Duration) -> Result<bool>;
+
+    /// Whether the store still holds what [`fill`](Self::fill) put in it:
+    /// `false` on a new store or after Redis lost its data.
+    async fn is_filled(&self) -> Result<bool>;
+
+    /// Sets minute buckets to `counts` (read from the database rollups) and
+    /// marks the store filled. Buckets not named are left as they are.
+    async fn fill(&self, counts: &[Increment]) -> Result<()>;
+
+    /// Sends `payload` to every subscriber of `channel`, in every instance.
+    async fn publish(&self, channel: &str, payload: &str) -> Result<()>;
+
+    /// Subscribes to `channel`; the subscription ends when the receiver is
+    /// dropped. Redis subscriptions reconnect by themselves.
+    async fn subscribe(&self, channel: &str) -> Result<Subscription>;
 }

@@ -1,10 +1,14 @@
 //! In-process windows for the embedded single-process mode.
 
-use super::{BUCKET_RETENTION, Claim, DedupKey, DedupRule, Increment, Result, WindowStore};
+use super::{
+    BUCKET_RETENTION, Claim, DedupKey, DedupRule, Increment, Result, ScopeRead, Subscription,
+    WindowStore,
+};
 use async_trait::async_trait;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Mutex;
-use std::time::Instant;
+use std::time::{Duration, Instant};
+use tokio::sync::{broadcast, mpsc};
 
 /// Values that expire a fixed time after they are first set, dropped in
 /// the order they were set (all share one window) without a scan.
@@ -56,12 +60,40 @@ struct Inner {
     claims: Expiring<(i64, [u8; 16]), ()>,
     /// (service, address) → counted reports in the window.
     per_address: Expiring<(i64, [u8; 16]), u32>,
-    buckets: HashMap<(i64, String), BTreeMap<i64, u32>>,
+    buckets: BTreeMap<(i64, String), BTreeMap<i64, u32>>,
+    /// name → (holder, expiry).
+    leases: HashMap<String, (String, Instant)>,
+    filled: bool,
 }
 
-#[derive(Default)]
+impl Inner {
+    fn trim(series: &mut BTreeMap<i64, u32>) {
+        // Drop what has left the retention window behind the newest bucket.
+        if let Some((&newest, _)) = series.last_key_value() {
+            let keep_from = newest - BUCKET_RETENTION.as_secs() as i64;
+            while let Some((&oldest, _)) = series.first_key_value() {
+                if oldest >= keep_from {
+                    break;
+                }
+                series.pop_first();
+            }
+        }
+    }
+}
+
 pub struct MemoryWindows {
     inner: Mutex<Inner>,
+    /// (channel, payload) to every subscriber of this process.
+    events: broadcast::Sender<(String, String)>,
+}
+
+impl Default for MemoryWindows {
+    fn default() -> Self {
+        Self {
+            inner: Mutex::default(),
+            events: broadcast::channel(1024).0,
+        }
+    }
 }
 
 impl MemoryWindows {
@@ -135,7 +167,6 @@ impl WindowStore for MemoryWindows {
     }
 
     async fn add(&self, increments: &[Increment]) -> Result<()> {
-        let retention = BUCKET_RETENTION.as_secs() as i64;
         let mut inner = self.lock();
         for inc in increments {
             let series = inner
@@ -143,37 +174,112 @@ impl WindowStore for MemoryWindows {
                 .entry((inc.service_id, inc.scope.clone()))
                 .or_default();
             *series.entry(inc.minute).or_default() += inc.count;
-            // Drop what has left the retention window behind the newest bucket.
-            if let Some((&newest, _)) = series.last_key_value() {
-                let keep_from = newest - retention;
-                while let Some((&oldest, _)) = series.first_key_value() {
-                    if oldest >= keep_from {
-                        break;
-                    }
-                    series.pop_first();
-                }
-            }
+            Inner::trim(series);
         }
         Ok(())
     }
 
-    async fn minutes(
-        &self,
-        service_id: i64,
-        scope: &str,
-        from_minute: i64,
-        n: usize,
-    ) -> Result<Vec<u32>> {
+    async fn read(&self, reads: &[ScopeRead]) -> Result<Vec<Vec<u32>>> {
         let inner = self.lock();
-        let mut out = vec![0; n];
-        if let Some(series) = inner.buckets.get(&(service_id, scope.to_owned())) {
-            let to = from_minute + 60 * n as i64;
-            for (&minute, &count) in series.range(from_minute..to) {
-                if let Some(slot) = out.get_mut(((minute - from_minute) / 60) as usize) {
-                    *slot = count;
+        let mut answers = Vec::with_capacity(reads.len());
+        for r in reads {
+            let mut out = vec![0; r.n];
+            if let Some(series) = inner.buckets.get(&(r.service_id, r.scope.clone())) {
+                let to = r.from_minute + 60 * r.n as i64;
+                for (&minute, &count) in series.range(r.from_minute..to) {
+                    if let Some(slot) = out.get_mut(((minute - r.from_minute) / 60) as usize) {
+                        *slot = count;
+                    }
                 }
             }
+            answers.push(out);
         }
+        Ok(answers)
+    }
+
+    async fn active_scopes(
+        &self,
+        service_ids: &[i64],
+        since_minute: i64,
+    ) -> Result<Vec<Vec<String>>> {
+        let inner = self.lock();
+        Ok(service_ids
+            .iter()
+            .map(|&id| {
+                inner
+                    .buckets
+                    .range((id, String::new())..(id + 1, String::new()))
+                    .filter(|(_, series)| series.range(since_minute..).any(|(_, &c)| c > 0))
+                    .map(|((_, scope), _)| scope.clone())
+                    .collect()
+            })
+            .collect())
+    }
+
+    async fn lease(&self, name: &str, holder: &str, ttl: Duration) -> Result<bool> {
+        let now = Instant::now();
+        let mut inner = self.lock();
+        match inner.leases.get_mut(name) {
+            Some((h, expiry)) if *expiry > now && h != holder => Ok(false),
+            Some((h, expiry)) => {
+                holder.clone_into(h);
+                *expiry = now + ttl;
+                Ok(true)
+            }
+            None => {
+                inner
+                    .leases
+                    .insert(name.to_owned(), (holder.to_owned(), now + ttl));
+                Ok(true)
+            }
+        }
+    }
+
+    async fn is_filled(&self) -> Result<bool> {
+        Ok(self.lock().filled)
+    }
+
+    async fn fill(&self, counts: &[Increment]) -> Result<()> {
+        let mut inner = self.lock();
+        for inc in counts {
+            let series = inner
+                .buckets
+                .entry((inc.service_id, inc.scope.clone()))
+                .or_default();
+            series.insert(inc.minute, inc.count);
+            Inner::trim(series);
+        }
+        inner.filled = true;
+        Ok(())
+    }
+
+    async fn publish(&self, channel: &str, payload: &str) -> Result<()> {
+        // No subscriber is not an error: nobody is listening yet.
+        let _ = self.events.send((channel.to_owned(), payload.to_owned()));
+        Ok(())
+    }
+
+    async fn subscribe(&self, channel: &str) -> Result<Subscription> {
+        let mut rx = self.events.subscribe();
+        let (tx, out) = mpsc::channel(1024);
+        let channel = channel.to_owned();
+        tokio::spawn(async move {
+            loop {
+                let message = tokio::select! {
+                    () = tx.closed() => return,
+                    m = rx.recv() => m,
+                };
+                match message {
+                    Ok((c, payload)) if c == channel => {
+                        if tx.send(payload).await.is_err() {
+                            return;
+                        }
+                    }
+                    Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
+                    Err(broadcast::error::RecvError::Closed) => return,
+                }
+            }
+        });
         Ok(out)
     }
 }

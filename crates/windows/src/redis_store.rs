@@ -7,11 +7,21 @@
 //!   the window, `INCR` with `PEXPIRE` on the first.
 //! - `<prefix>{s<id>}:m:<scope>:<minute>`: counted reports of one minute,
 //!   `INCRBY` with an expiry of [`BUCKET_RETENTION`](super::BUCKET_RETENTION).
+//! - `<prefix>{s<id>}:scopes`: sorted set of the service's scopes, scored by
+//!   the last minute they had reports (`ZADD GT`), same expiry.
+//!
+//! Not per service:
+//! - `<prefix>lease:<name>`: who holds a lease (the detector's), `SET PX`.
+//! - `<prefix>filled`: set when the buckets were filled from the database;
+//!   its absence means Redis lost its data (or never had it).
+//! - channel `<prefix>events:<name>`: pub/sub between instances.
 
 use super::{
-    BUCKET_RETENTION, Claim, DedupKey, DedupRule, Increment, Result, WindowError, WindowStore,
+    BUCKET_RETENTION, Claim, DedupKey, DedupRule, Increment, Result, ScopeRead, Subscription,
+    WindowError, WindowStore,
 };
 use async_trait::async_trait;
+use futures_util::StreamExt;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use std::fmt::Write;
 use std::time::Duration;
@@ -39,10 +49,21 @@ if ARGV[1] == '1' and redis.call('EXISTS', KEYS[2]) == 1 then redis.call('DECR',
 return 0
 ";
 
+/// Takes the lease KEYS[1] for ARGV[1] for ARGV[2] ms, or renews it if
+/// ARGV[1] holds it. Returns 1 when ARGV[1] holds it afterwards.
+const LEASE_LUA: &str = r"
+local v = redis.call('GET', KEYS[1])
+if v == ARGV[1] then redis.call('PEXPIRE', KEYS[1], ARGV[2]) return 1 end
+if not v then redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2]) return 1 end
+return 0
+";
+
 pub struct RedisWindows {
+    client: redis::Client,
     conn: ConnectionManager,
     prefix: String,
     claim_script: redis::Script,
+    lease_script: redis::Script,
 }
 
 impl RedisWindows {
@@ -57,9 +78,11 @@ impl RedisWindows {
             .set_number_of_retries(2);
         let conn = client.get_connection_manager_with_config(config).await?;
         Ok(Self {
+            client,
             conn,
             prefix: prefix.to_owned(),
             claim_script: redis::Script::new(CLAIM_LUA),
+            lease_script: redis::Script::new(LEASE_LUA),
         })
     }
 
@@ -88,6 +111,71 @@ impl RedisWindows {
 
     fn bucket_key(&self, service_id: i64, scope: &str, minute: i64) -> String {
         format!("{}{{s{service_id}}}:m:{scope}:{minute}", self.prefix)
+    }
+
+    fn scopes_key(&self, service_id: i64) -> String {
+        format!("{}{{s{service_id}}}:scopes", self.prefix)
+    }
+
+    fn channel(&self, name: &str) -> String {
+        format!("{}events:{name}", self.prefix)
+    }
+
+    async fn subscribed(
+        client: &redis::Client,
+        channel: &str,
+    ) -> redis::RedisResult<redis::aio::PubSub> {
+        let mut pubsub = client.get_async_pubsub().await?;
+        pubsub.subscribe(channel).await?;
+        Ok(pubsub)
+    }
+
+    /// Forwards the messages of one channel to `tx` until it closes,
+    /// reconnecting after a lost connection.
+    async fn forward(
+        client: redis::Client,
+        channel: String,
+        tx: tokio::sync::mpsc::Sender<String>,
+        mut first: Option<redis::aio::PubSub>,
+    ) {
+        let mut backoff = Duration::from_millis(200);
+        loop {
+            let pubsub = match first.take() {
+                Some(p) => Ok(p),
+                None => tokio::select! {
+                    () = tx.closed() => return,
+                    p = Self::subscribed(&client, &channel) => p,
+                },
+            };
+            match pubsub {
+                Ok(mut pubsub) => {
+                    backoff = Duration::from_millis(200);
+                    let mut messages = pubsub.on_message();
+                    loop {
+                        let message = tokio::select! {
+                            () = tx.closed() => return,
+                            m = messages.next() => m,
+                        };
+                        let Some(message) = message else { break };
+                        match message.get_payload::<String>() {
+                            Ok(payload) => {
+                                if tx.send(payload).await.is_err() {
+                                    return;
+                                }
+                            }
+                            Err(e) => tracing::warn!(error = %e, "unreadable pub/sub message"),
+                        }
+                    }
+                    tracing::warn!(%channel, "pub/sub connection lost; reconnecting");
+                }
+                Err(e) => tracing::warn!(error = %e, %channel, "pub/sub subscription failed"),
+            }
+            tokio::select! {
+                () = tx.closed() => return,
+                () = tokio::time::sleep(backoff) => {}
+            }
+            backoff = (backoff * 2).min(Duration::from_secs(5));
+        }
     }
 }
 
@@ -163,27 +251,143 @@ impl WindowStore for RedisWindows {
             let key = self.bucket_key(inc.service_id, &inc.scope, inc.minute);
             pipe.cmd("INCRBY").arg(&key).arg(inc.count).ignore();
             pipe.cmd("EXPIRE").arg(&key).arg(retention).ignore();
+            let scopes = self.scopes_key(inc.service_id);
+            pipe.cmd("ZADD")
+                .arg(&scopes)
+                .arg("GT")
+                .arg(inc.minute)
+                .arg(&inc.scope)
+                .ignore();
+            pipe.cmd("EXPIRE").arg(&scopes).arg(retention).ignore();
         }
         let mut conn = self.conn.clone();
         let () = pipe.query_async(&mut conn).await?;
         Ok(())
     }
 
-    async fn minutes(
+    async fn read(&self, reads: &[ScopeRead]) -> Result<Vec<Vec<u32>>> {
+        let mut pipe = redis::pipe();
+        let mut any = false;
+        for r in reads.iter().filter(|r| r.n > 0) {
+            let keys: Vec<String> = (0..r.n as i64)
+                .map(|i| self.bucket_key(r.service_id, &r.scope, r.from_minute + 60 * i))
+                .collect();
+            pipe.cmd("MGET").arg(keys);
+            any = true;
+        }
+        let mut replies: Vec<Vec<Option<u32>>> = if any {
+            let mut conn = self.conn.clone();
+            pipe.query_async(&mut conn).await?
+        } else {
+            Vec::new()
+        };
+        replies.reverse();
+        Ok(reads
+            .iter()
+            .map(|r| {
+                if r.n == 0 {
+                    return Vec::new();
+                }
+                replies
+                    .pop()
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(Option::unwrap_or_default)
+                    .collect()
+            })
+            .collect())
+    }
+
+    async fn active_scopes(
         &self,
-        service_id: i64,
-        scope: &str,
-        from_minute: i64,
-        n: usize,
-    ) -> Result<Vec<u32>> {
-        if n == 0 {
+        service_ids: &[i64],
+        since_minute: i64,
+    ) -> Result<Vec<Vec<String>>> {
+        if service_ids.is_empty() {
             return Ok(Vec::new());
         }
-        let keys: Vec<String> = (0..n as i64)
-            .map(|i| self.bucket_key(service_id, scope, from_minute + 60 * i))
-            .collect();
+        let mut pipe = redis::pipe();
+        for &id in service_ids {
+            pipe.cmd("ZRANGE")
+                .arg(self.scopes_key(id))
+                .arg(since_minute)
+                .arg("+inf")
+                .arg("BYSCORE");
+        }
         let mut conn = self.conn.clone();
-        let values: Vec<Option<u32>> = redis::cmd("MGET").arg(&keys).query_async(&mut conn).await?;
-        Ok(values.into_iter().map(Option::unwrap_or_default).collect())
+        let mut scopes: Vec<Vec<String>> = pipe.query_async(&mut conn).await?;
+        for s in &mut scopes {
+            s.sort();
+        }
+        Ok(scopes)
+    }
+
+    async fn lease(&self, name: &str, holder: &str, ttl: Duration) -> Result<bool> {
+        let mut conn = self.conn.clone();
+        let held: i64 = self
+            .lease_script
+            .key(format!("{}lease:{name}", self.prefix))
+            .arg(holder)
+            .arg(ttl.as_millis().max(1) as u64)
+            .invoke_async(&mut conn)
+            .await?;
+        Ok(held == 1)
+    }
+
+    async fn is_filled(&self) -> Result<bool> {
+        let mut conn = self.conn.clone();
+        let exists: bool = redis::cmd("EXISTS")
+            .arg(format!("{}filled", self.prefix))
+            .query_async(&mut conn)
+            .await?;
+        Ok(exists)
+    }
+
+    async fn fill(&self, counts: &[Increment]) -> Result<()> {
+        let retention = BUCKET_RETENTION.as_secs();
+        let mut pipe = redis::pipe();
+        for inc in counts {
+            let key = self.bucket_key(inc.service_id, &inc.scope, inc.minute);
+            pipe.cmd("SET")
+                .arg(&key)
+                .arg(inc.count)
+                .arg("EX")
+                .arg(retention)
+                .ignore();
+            let scopes = self.scopes_key(inc.service_id);
+            pipe.cmd("ZADD")
+                .arg(&scopes)
+                .arg("GT")
+                .arg(inc.minute)
+                .arg(&inc.scope)
+                .ignore();
+            pipe.cmd("EXPIRE").arg(&scopes).arg(retention).ignore();
+        }
+        pipe.cmd("SET")
+            .arg(format!("{}filled", self.prefix))
+            .arg(1)
+            .ignore();
+        let mut conn = self.conn.clone();
+        let () = pipe.query_async(&mut conn).await?;
+        Ok(())
+    }
+
+    async fn publish(&self, channel: &str, payload: &str) -> Result<()> {
+        let mut conn = self.conn.clone();
+        let _receivers: i64 = redis::cmd("PUBLISH")
+            .arg(self.channel(channel))
+            .arg(payload)
+            .query_async(&mut conn)
+            .await?;
+        Ok(())
+    }
+
+    async fn subscribe(&self, channel: &str) -> Result<Subscription> {
+        // Subscribed before returning, so nothing published afterwards is missed.
+        let channel = self.channel(channel);
+        let first = Self::subscribed(&self.client, &channel).await?;
+        let (tx, rx) = tokio::sync::mpsc::channel(1024);
+        tokio::spawn(Self::forward(self.client.clone(), channel, tx, Some(first)));
+        Ok(rx)
     }
 }
