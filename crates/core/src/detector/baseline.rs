@@ -155,11 +155,9 @@ impl FleetProfile {
         let mut hour_den = [0.0; 24];
         let mut dow_num = [0.0; 7];
         let mut dow_den = [0.0; 7];
-        let mut any = false;
         for scope in scopes {
             let b = scope.baseline();
             let kh = params.shrink_hour_reports / 24.0;
-            any = true;
             for h in 0..24 {
                 if let Some(own) = b.own_hour(h, prior) {
                     let w = b.hour_sum[h] / (b.hour_sum[h] + kh);
@@ -188,7 +186,9 @@ impl FleetProfile {
                 dow[d] = dow_num[d] / dow_den[d];
             }
         }
-        if !any {
+        // Nobody measured anything (a fresh install, services with no
+        // reports): keep the prior and its confidence, not a "learnt" copy.
+        if hour_den.iter().chain(&dow_den).all(|&d| d <= 1e-9) {
             return prior.clone();
         }
         Self::new(hour, dow)
