@@ -1,6 +1,7 @@
 //! Prometheus metrics, one registry per application (so tests can run
 //! several apps in one process without sharing counters).
 
+use downwatch_detector::metrics::DetectorMetrics;
 use downwatch_ingest::IngestMetrics;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -29,6 +30,7 @@ pub struct Metrics {
     pub reports_rejected: Family<ReasonLabels, Counter>,
     pub ingest_queue_depth: Gauge,
     pub ingest: IngestMetrics,
+    pub detector: DetectorMetrics,
 }
 
 impl Metrics {
@@ -85,6 +87,8 @@ impl Metrics {
             "Time to de-duplicate, commit and count one batch",
             ingest.flush_seconds.clone(),
         );
+        let detector = DetectorMetrics::default();
+        detector.register(&mut registry);
         Self {
             registry,
             requests,
@@ -92,6 +96,7 @@ impl Metrics {
             reports_rejected,
             ingest_queue_depth,
             ingest,
+            detector,
         }
     }
 

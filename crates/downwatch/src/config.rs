@@ -56,6 +56,11 @@ pub struct Settings {
     pub commit_timeout: Duration,
     /// `DOWNWATCH_HTTP_WORKERS`: HTTP worker threads (default: one per core).
     pub http_workers: usize,
+    /// `DOWNWATCH_DETECTOR`: run the live detector loop (default on; off
+    /// for an instance that only serves, or for tests that drive it).
+    pub detector: bool,
+    /// `DOWNWATCH_DETECT_INTERVAL_MS`: time between detector ticks.
+    pub detect_interval: Duration,
     /// `DOWNWATCH_LOG_FORMAT`: `text` or `json`.
     pub log_format: LogFormat,
     /// `RUST_LOG`: the log filter, checked at start.
@@ -183,6 +188,14 @@ impl Settings {
         )?);
         let cores = std::thread::available_parallelism().map_or(2, usize::from);
         let http_workers = parse_num(&get, "DOWNWATCH_HTTP_WORKERS", cores, 1, 1024)?;
+        let detector = parse_bool(&get, "DOWNWATCH_DETECTOR", true)?;
+        let detect_interval = Duration::from_millis(parse_num(
+            &get,
+            "DOWNWATCH_DETECT_INTERVAL_MS",
+            5_000,
+            100,
+            60_000,
+        )?);
         let log_format = match get("DOWNWATCH_LOG_FORMAT").as_deref() {
             None | Some("text") => LogFormat::Text,
             Some("json") => LogFormat::Json,
@@ -218,6 +231,8 @@ impl Settings {
             ingest_max_batch,
             commit_timeout,
             http_workers,
+            detector,
+            detect_interval,
             log_format,
             log_filter,
         })
@@ -303,6 +318,8 @@ mod tests {
             ("DOWNWATCH_LOG_FORMAT", "xml"),
             ("DOWNWATCH_REDIS_PREFIX", "a{b}"),
             ("DOWNWATCH_COUNTED_PER_ADDRESS", "0"),
+            ("DOWNWATCH_DETECTOR", "maybe"),
+            ("DOWNWATCH_DETECT_INTERVAL_MS", "5"),
             ("RUST_LOG", "info,foo=notalevel"),
         ];
         for (var, value) in cases {

@@ -3,6 +3,7 @@
 
 pub mod catalogue;
 pub mod config;
+pub mod detect;
 pub mod detect_series;
 pub mod startup;
 pub mod telemetry;

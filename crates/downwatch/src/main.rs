@@ -23,6 +23,19 @@ enum Command {
     Serve,
     /// Apply migrations to the configured database and exit.
     Migrate,
+    /// Run the detector over stored history and write the incidents it finds
+    /// (replacing those it recomputes; running it again changes nothing).
+    Detect {
+        /// Start: RFC 3339, `YYYY-MM-DD HH:MM:SS` or `YYYY-MM-DD` (UTC).
+        #[arg(long)]
+        from: String,
+        /// End (exclusive), in the same forms.
+        #[arg(long)]
+        to: String,
+        /// Only this service (its slug); default every service.
+        #[arg(long)]
+        service: Option<String>,
+    },
     /// Run the detector on a bare series (CSV with the header timestamp,count
     /// or timestamp,value) and print its incidents, one JSON object a line.
     DetectSeries {
@@ -59,6 +72,7 @@ async fn main() -> ExitCode {
         Command::Migrate => connect_storage(&settings).await.map(|s| {
             tracing::info!(database = s.backend(), "migrations applied");
         }),
+        Command::Detect { from, to, service } => detect(&settings, &from, &to, service).await,
         Command::DetectSeries { .. } => Ok(()),
     };
     match result {
@@ -84,6 +98,31 @@ fn detect_series(file: &std::path::Path, step: i64) -> anyhow::Result<()> {
             std::fs::File::open(file).with_context(|| format!("cannot read {}", file.display()))?;
         downwatch::detect_series::run(std::io::BufReader::new(input), &name, step, &mut out)
             .with_context(|| format!("{}", file.display()))?;
+    }
+    Ok(())
+}
+
+async fn detect(
+    settings: &Settings,
+    from: &str,
+    to: &str,
+    service: Option<String>,
+) -> anyhow::Result<()> {
+    let storage = connect_storage(settings).await?;
+    let summary = downwatch::detect::run(storage.as_ref(), from, to, service.as_deref()).await?;
+    tracing::info!(
+        services = summary.services,
+        incidents = summary.incidents,
+        replaced = summary.replaced,
+        "detection over history done"
+    );
+    // The result on stdout too, for scripts.
+    #[allow(clippy::print_stdout)]
+    {
+        println!(
+            "{{\"services\":{},\"incidents\":{},\"replaced\":{}}}",
+            summary.services, summary.incidents, summary.replaced
+        );
     }
     Ok(())
 }

@@ -11,6 +11,8 @@ use downwatch_api::catalogue::Catalogue;
 use downwatch_api::metrics::Metrics;
 use downwatch_api::ratelimit::IpLimiter;
 use downwatch_api::state::{ApiConfig, AppState};
+use downwatch_core::detector::DetectorParams;
+use downwatch_detector::live::{Live, LiveConfig};
 use downwatch_ingest::{ClientHasher, Ingest, IngestConfig, IngestWorkers};
 use downwatch_store::Storage;
 use downwatch_windows::{DedupRule, MemoryWindows, RedisWindows, WindowStore};
@@ -139,7 +141,7 @@ impl Application {
             .listen(listener)?
             .run();
 
-        let tasks = vec![
+        let mut tasks = vec![
             tokio::spawn(every(Duration::from_secs(60), {
                 let state = state.clone();
                 move || {
@@ -170,6 +172,20 @@ impl Application {
                 }
             })),
         ];
+        if settings.detector {
+            let live = Live::new(
+                state.storage.clone(),
+                state.windows.clone(),
+                DetectorParams::default(),
+                LiveConfig {
+                    interval: settings.detect_interval,
+                    lease_ttl: (settings.detect_interval * 3).max(Duration::from_secs(15)),
+                    ..LiveConfig::default()
+                },
+                state.metrics.detector.clone(),
+            );
+            tasks.push(tokio::spawn(live.run()));
+        }
         tracing::info!(
             %port,
             database = state.storage.backend(),

@@ -8,7 +8,6 @@ use downwatch_core::{
     Level, NewService, ProblemList, Service, ServicePatch, Slug, parse_category, parse_name,
     parse_url,
 };
-use downwatch_store::OpenIncident;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 
@@ -21,7 +20,7 @@ pub fn config(cfg: &mut web::ServiceConfig) {
         );
 }
 
-#[derive(Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct StatusView {
     pub level: Level,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -38,36 +37,48 @@ pub struct ServiceView<'a> {
     pub status: StatusView,
 }
 
-/// Open incidents by service; a global one wins over a country one.
-pub async fn open_by_service(state: &AppState) -> Result<HashMap<i64, OpenIncident>, ApiError> {
-    let mut map: HashMap<i64, OpenIncident> = HashMap::new();
+/// Each service's level now, if not `ok`: `outage` with its open incident
+/// (a global one wins over a country one), or `warning` when a scope of it is
+/// at warning with no incident open.
+pub async fn statuses(state: &AppState) -> Result<HashMap<i64, StatusView>, ApiError> {
+    let mut map: HashMap<i64, (StatusView, bool)> = HashMap::new();
     for inc in state.storage.open_incidents().await? {
-        let replace = map
-            .get(&inc.service_id)
-            .is_none_or(|cur| cur.scope != downwatch_core::GLOBAL_SCOPE);
+        let global = inc.scope == downwatch_core::GLOBAL_SCOPE;
+        let replace = map.get(&inc.service_id).is_none_or(|(_, g)| !g);
         if replace {
-            map.insert(inc.service_id, inc);
+            let view = StatusView {
+                level: Level::Outage,
+                incident_id: Some(inc.id),
+            };
+            map.insert(inc.service_id, (view, global));
         }
     }
-    Ok(map)
+    for l in state.storage.alert_levels().await? {
+        if Level::parse(&l.level) == Some(Level::Warning) {
+            map.entry(l.service_id).or_insert((
+                StatusView {
+                    level: Level::Warning,
+                    incident_id: None,
+                },
+                false,
+            ));
+        }
+    }
+    Ok(map.into_iter().map(|(k, (v, _))| (k, v)).collect())
 }
 
-pub fn view<'a>(s: &'a Service, open: &HashMap<i64, OpenIncident>) -> ServiceView<'a> {
-    let incident = open.get(&s.id);
+pub fn view<'a>(s: &'a Service, statuses: &HashMap<i64, StatusView>) -> ServiceView<'a> {
+    let status = statuses.get(&s.id).copied().unwrap_or(StatusView {
+        level: Level::Ok,
+        incident_id: None,
+    });
     ServiceView {
         slug: s.slug.as_str(),
         name: &s.name,
         category: s.category.as_deref(),
         url: s.url.as_deref(),
         problems: s.problems.iter().map(|p| p.as_str()).collect(),
-        status: StatusView {
-            level: if incident.is_some() {
-                Level::Outage
-            } else {
-                Level::Ok
-            },
-            incident_id: incident.map(|i| i.id),
-        },
+        status,
     }
 }
 
@@ -88,7 +99,7 @@ async fn list(
     }
     let q = q.to_lowercase();
     let category = query.category.as_deref().map(str::to_lowercase);
-    let open = open_by_service(&state).await?;
+    let open = statuses(&state).await?;
     let all = state.catalogue.all();
     let services: Vec<ServiceView> = all
         .iter()
@@ -113,7 +124,7 @@ async fn get_one(
     slug: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let service = state.service(&slug).await?;
-    let open = open_by_service(&state).await?;
+    let open = statuses(&state).await?;
     Ok(HttpResponse::Ok().json(view(&service, &open)))
 }
 
@@ -211,6 +222,6 @@ async fn update(
         .ok_or_else(|| ApiError::NotFound(format!("no service {:?}", slug.as_str())))?;
     let updated = std::sync::Arc::new(updated);
     state.catalogue.put(updated.clone());
-    let open = open_by_service(&state).await?;
+    let open = statuses(&state).await?;
     Ok(HttpResponse::Ok().json(view(&updated, &open)))
 }

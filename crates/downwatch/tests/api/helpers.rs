@@ -120,6 +120,8 @@ impl Backing {
         set("DOWNWATCH_RATE_LIMIT_PER_MINUTE", "100000");
         set("DOWNWATCH_RATE_LIMIT_BURST", "100000");
         set("DOWNWATCH_HTTP_WORKERS", "2");
+        // Tests that need the detector drive it with their own clock.
+        set("DOWNWATCH_DETECTOR", "off");
         for (k, v) in extra {
             if v.is_empty() {
                 env.remove(*k);
@@ -299,23 +301,30 @@ impl Drop for Backing {
                             .execute(&mut c)
                             .await;
                 }
-                if let Ok(client) = redis::Client::open(redis_url())
-                    && let Ok(mut conn) = client.get_multiplexed_async_connection().await
-                {
-                    let keys: Vec<String> = redis::cmd("KEYS")
-                        .arg(format!("{prefix}*"))
-                        .query_async(&mut conn)
-                        .await
-                        .unwrap_or_default();
-                    if !keys.is_empty() {
-                        let _: Result<(), _> =
-                            redis::cmd("DEL").arg(keys).query_async(&mut conn).await;
-                    }
-                }
+                delete_redis_keys(&prefix).await;
             });
         })
         .join();
     }
+}
+
+/// Deletes every Redis key under `prefix` (what losing Redis's data does to one deployment).
+pub async fn delete_redis_keys(prefix: &str) -> usize {
+    let Ok(client) = redis::Client::open(redis_url()) else {
+        return 0;
+    };
+    let Ok(mut conn) = client.get_multiplexed_async_connection().await else {
+        return 0;
+    };
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{prefix}*"))
+        .query_async(&mut conn)
+        .await
+        .unwrap_or_default();
+    if !keys.is_empty() {
+        let _: Result<(), _> = redis::cmd("DEL").arg(&keys).query_async(&mut conn).await;
+    }
+    keys.len()
 }
 
 fn unavailable(why: &str) -> Option<Backing> {
