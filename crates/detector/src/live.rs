@@ -8,7 +8,7 @@ use crate::engine::{Engine, LOOKBACK_MINUTES, ScopeKey, ServiceCounts, Slot, WAR
 use crate::events::{self, Event, IncidentView, ServiceCount};
 use crate::metrics::DetectorMetrics;
 use crate::{FLEET_META_KEY, StoredSlot, StoredSlotRef, incident_record, load_fleet};
-use downwatch_core::detector::DetectorParams;
+use downwatch_core::detector::{DetectorParams, Transition};
 use downwatch_core::{GLOBAL_SCOPE, Level};
 use downwatch_store::{IncidentWrite, ScopeStateRow, Storage};
 use downwatch_windows::{BUCKET_RETENTION, Increment, ScopeRead, WindowStore};
@@ -304,8 +304,17 @@ impl Live {
         // States to save: scopes with news at once, all of them now and then.
         let persist_all =
             now.saturating_sub(self.last_persist) >= self.config.persist_every.as_secs() as i64;
-        let mut news: Vec<&ScopeKey> = by_scope.keys().collect();
-        news.extend(write_keys.iter().map(|(k, _)| k));
+        // A new peak or a growing total needs no state: replaying the minutes
+        // from the last saved state rewrites the same row. Transitions and
+        // level changes do (the row ids, and the levels readers see).
+        let news: Vec<ScopeKey> = happenings
+            .iter()
+            .filter(|h| {
+                h.level != h.previous_level
+                    || h.events.iter().any(|e| e.transition != Transition::Updated)
+            })
+            .map(|h| (h.service_id, h.scope.clone()))
+            .collect();
         let mut to_save: Vec<ScopeKey> = if persist_all {
             stepped.clone()
         } else {

@@ -1,6 +1,7 @@
 //! The `downwatch` binary's library half: configuration, wiring and the
 //! commands, so integration tests can start real servers in process.
 
+pub mod bench;
 pub mod catalogue;
 pub mod config;
 pub mod detect;

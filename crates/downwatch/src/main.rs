@@ -18,7 +18,29 @@ struct Cli {
 }
 
 #[derive(Subcommand)]
+enum BenchCommand {
+    /// Detection quality on synthetic series and the cost of a live tick
+    /// (the tables of docs/detection.md).
+    Detect {
+        /// A small evaluation (seconds) instead of the published one.
+        #[arg(long)]
+        quick: bool,
+        /// Services in the engine tick measurement.
+        #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+        services: u32,
+        /// Services in the full live tick measurement (embedded mode).
+        #[arg(long, default_value_t = 1_000, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+        live_services: u32,
+    },
+}
+
+#[derive(Subcommand)]
 enum Command {
+    /// Performance and quality benchmarks, printed as Markdown.
+    Bench {
+        #[command(subcommand)]
+        what: BenchCommand,
+    },
     /// Run the server: API, dashboard and detector (configured by environment).
     Serve,
     /// Apply migrations to the configured database and exit.
@@ -59,6 +81,34 @@ async fn main() -> ExitCode {
             }
         };
     }
+    if let Command::Bench {
+        what:
+            BenchCommand::Detect {
+                quick,
+                services,
+                live_services,
+            },
+    } = &cli.command
+    {
+        let b = downwatch::bench::DetectBench {
+            quick: *quick,
+            services: *services as usize,
+            live_services: *live_services as usize,
+        };
+        return match downwatch::bench::detect(&b).await {
+            Ok(table) => {
+                #[allow(clippy::print_stdout)]
+                {
+                    println!("{table}");
+                }
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("downwatch: {e:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let settings = match Settings::from_env() {
         Ok(s) => s,
         Err(e) => {
@@ -73,7 +123,7 @@ async fn main() -> ExitCode {
             tracing::info!(database = s.backend(), "migrations applied");
         }),
         Command::Detect { from, to, service } => detect(&settings, &from, &to, service).await,
-        Command::DetectSeries { .. } => Ok(()),
+        Command::DetectSeries { .. } | Command::Bench { .. } => Ok(()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

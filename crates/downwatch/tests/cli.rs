@@ -59,7 +59,13 @@ fn migrate_creates_the_schema_and_exits() {
             .await
             .unwrap()
     });
-    for t in ["incidents", "report_minutes", "reports", "services"] {
+    for t in [
+        "detector_scopes",
+        "incidents",
+        "report_minutes",
+        "reports",
+        "services",
+    ] {
         assert!(tables.iter().any(|n| n == t), "{t} in {tables:?}");
     }
 }
@@ -209,4 +215,87 @@ fn detect_series_finds_a_burst_in_a_bare_series_and_prints_json_lines() {
     assert!(out.stdout.is_empty());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("line 3") && err.contains("count"), "{err}");
+}
+
+#[test]
+fn detect_over_an_empty_history_writes_nothing_and_bad_times_name_the_option() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("d.db").display());
+    let run = |from: &str, to: &str| {
+        downwatch()
+            .args([
+                "detect",
+                "--from",
+                from,
+                "--to",
+                to,
+                "--service",
+                "whatsapp",
+            ])
+            .env("DATABASE_URL", &url)
+            .output()
+            .unwrap()
+    };
+    // A new database: migrated, no services (detect does not seed them).
+    let out = downwatch()
+        .args(["detect", "--from", "2026-01-01", "--to", "2026-01-02"])
+        .env("DATABASE_URL", &url)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        r#"{"services":0,"incidents":0,"replaced":0}"#
+    );
+    let out = run("2026-01-01", "2026-01-02T12:00:00Z");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("--service: no service \"whatsapp\""), "{err}");
+    for (from, to, named) in [
+        ("yesterday", "2026-01-02", "--from"),
+        ("2026-01-01", "soon", "--to"),
+        ("2026-01-02", "2026-01-01", "--from must be before --to"),
+    ] {
+        let out = run(from, to);
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(named), "{named} not in {err}");
+    }
+}
+
+#[test]
+fn bench_detect_prints_the_quality_and_tick_cost_tables() {
+    let out = downwatch()
+        .args([
+            "bench",
+            "detect",
+            "--quick",
+            "--services",
+            "20",
+            "--live-services",
+            "5",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("## Detection quality"), "{text}");
+    assert!(
+        text.contains("False incidents on ordinary series"),
+        "{text}"
+    );
+    let rows: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("| engine only") || l.starts_with("| full live tick"))
+        .collect();
+    assert_eq!(rows.len(), 3, "{text}");
+    for row in rows {
+        let cells: Vec<&str> = row.split('|').map(str::trim).collect();
+        let us: f64 = cells[3].parse().unwrap();
+        assert!(us > 0.0 && us.is_finite(), "{row}");
+    }
 }

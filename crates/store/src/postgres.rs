@@ -435,8 +435,12 @@ impl Storage for PgStore {
             .execute(&mut *tx)
             .await?;
         }
-        // Each scope points at its latest incident (writes come oldest first).
+        // Each scope points at its latest incident (writes come oldest
+        // first); an update of the row it already points at changes nothing.
         for (w, id) in incidents.iter().zip(&ids) {
+            if w.id == Some(*id) {
+                continue;
+            }
             sqlx::query(
                 "UPDATE detector_scopes SET incident_id = $1 WHERE service_id = $2 AND scope = $3",
             )

@@ -403,8 +403,12 @@ impl Storage for SqliteStore {
             .execute(&mut *tx)
             .await?;
         }
-        // Each scope points at its latest incident (writes come oldest first).
+        // Each scope points at its latest incident (writes come oldest
+        // first); an update of the row it already points at changes nothing.
         for (w, id) in incidents.iter().zip(&ids) {
+            if w.id == Some(*id) {
+                continue;
+            }
             sqlx::query(
                 "UPDATE detector_scopes SET incident_id = ? WHERE service_id = ? AND scope = ?",
             )

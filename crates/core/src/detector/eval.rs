@@ -1058,17 +1058,3 @@ pub fn render_markdown(r: &EvalResults) -> String {
     }
     s
 }
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// Prints the table of docs/detection.md:
-    /// `cargo test -p downwatch-core --release -- --ignored eval_report --nocapture`
-    #[test]
-    #[ignore = "the full evaluation; run in release mode to regenerate docs/detection.md"]
-    fn eval_report() {
-        let r = run(&EvalConfig::default(), &DetectorParams::default());
-        println!("{}", render_markdown(&r));
-    }
-}
