@@ -195,35 +195,41 @@ impl Live {
             ));
         }
         if !from_windows.is_empty() {
+            // One round trip in the steady state: the known scopes' buckets
+            // and the scopes with recent counts; a second only for new scopes.
             let earliest = from_windows.iter().map(|w| w.1).min().unwrap_or(until);
             let ids: Vec<i64> = from_windows.iter().map(|w| w.0).collect();
-            let active = self
-                .windows
-                .active_scopes(&ids, earliest - 60 * LOOKBACK_MINUTES)
-                .await?;
-            let mut reads = Vec::new();
-            for (&(id, first), active) in from_windows.iter().zip(active) {
-                let mut scopes: Vec<String> = engine
-                    .scopes_of(id)
-                    .map(|((_, scope), _)| scope.clone())
-                    .collect();
-                for s in active {
-                    if !scopes.contains(&s) {
-                        scopes.push(s);
-                    }
-                }
+            let read_for = |id: i64, first: i64, scope: String| {
                 let start = first - 60 * LOOKBACK_MINUTES;
-                let n = ((until - start) / 60 + 1) as usize;
-                for scope in scopes {
-                    reads.push(ScopeRead {
-                        service_id: id,
-                        scope,
-                        from_minute: start,
-                        n,
-                    });
+                ScopeRead {
+                    service_id: id,
+                    scope,
+                    from_minute: start,
+                    n: ((until - start) / 60 + 1) as usize,
+                }
+            };
+            let mut reads = Vec::new();
+            for &(id, first) in &from_windows {
+                for ((_, scope), _) in engine.scopes_of(id) {
+                    reads.push(read_for(id, first, scope.clone()));
                 }
             }
-            let answers = self.windows.read(&reads).await?;
+            let (mut answers, active) = self
+                .windows
+                .read_tick(&reads, &ids, earliest - 60 * LOOKBACK_MINUTES)
+                .await?;
+            let mut new_reads = Vec::new();
+            for (&(id, first), active) in from_windows.iter().zip(active) {
+                for scope in active {
+                    if !engine.slots.contains_key(&(id, scope.clone())) {
+                        new_reads.push(read_for(id, first, scope));
+                    }
+                }
+            }
+            if !new_reads.is_empty() {
+                answers.extend(self.windows.read(&new_reads).await?);
+                reads.extend(new_reads);
+            }
             for &(id, first) in &from_windows {
                 let start = first - 60 * LOOKBACK_MINUTES;
                 let len = ((until - start) / 60 + 1) as usize;

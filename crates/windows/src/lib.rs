@@ -148,6 +148,20 @@ pub trait WindowStore: Send + Sync + 'static {
         since_minute: i64,
     ) -> Result<Vec<Vec<String>>>;
 
+    /// A detector tick's reads in one round trip: the buckets of `reads`, and
+    /// the scopes of `service_ids` with counts since `since_minute` (as
+    /// [`read`](Self::read) and [`active_scopes`](Self::active_scopes)).
+    async fn read_tick(
+        &self,
+        reads: &[ScopeRead],
+        service_ids: &[i64],
+        since_minute: i64,
+    ) -> Result<(Vec<Vec<u32>>, Vec<Vec<String>>)> {
+        let counts = self.read(reads).await?;
+        let scopes = self.active_scopes(service_ids, since_minute).await?;
+        Ok((counts, scopes))
+    }
+
     /// Takes or renews the lease `name` for `holder` for `ttl`; `false` while
     /// another holder has it. One instance at a time runs what it guards.
     async fn lease(&self, name: &str, holder: &str, ttl: Duration) -> Result<bool>;

@@ -322,6 +322,59 @@ impl WindowStore for RedisWindows {
         Ok(scopes)
     }
 
+    async fn read_tick(
+        &self,
+        reads: &[ScopeRead],
+        service_ids: &[i64],
+        since_minute: i64,
+    ) -> Result<(Vec<Vec<u32>>, Vec<Vec<String>>)> {
+        // Bucket values and scope names are both strings on the wire, so
+        // one pipeline answers both as lists of optional strings.
+        let mut pipe = redis::pipe();
+        let reads_with_keys: Vec<&ScopeRead> = reads.iter().filter(|r| r.n > 0).collect();
+        for r in &reads_with_keys {
+            let keys: Vec<String> = (0..r.n as i64)
+                .map(|i| self.bucket_key(r.service_id, &r.scope, r.from_minute + 60 * i))
+                .collect();
+            pipe.cmd("MGET").arg(keys);
+        }
+        for &id in service_ids {
+            pipe.cmd("ZRANGE")
+                .arg(self.scopes_key(id))
+                .arg(since_minute)
+                .arg("+inf")
+                .arg("BYSCORE");
+        }
+        if reads_with_keys.is_empty() && service_ids.is_empty() {
+            return Ok((vec![Vec::new(); reads.len()], Vec::new()));
+        }
+        let mut conn = self.conn.clone();
+        let replies: Vec<Vec<Option<String>>> = pipe.query_async(&mut conn).await?;
+        let mut replies = replies.into_iter();
+        let counts = reads
+            .iter()
+            .map(|r| {
+                if r.n == 0 {
+                    return Vec::new();
+                }
+                replies
+                    .next()
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|v| v.and_then(|v| v.parse().ok()).unwrap_or_default())
+                    .collect()
+            })
+            .collect();
+        let scopes = replies
+            .map(|names| {
+                let mut names: Vec<String> = names.into_iter().flatten().collect();
+                names.sort();
+                names
+            })
+            .collect();
+        Ok((counts, scopes))
+    }
+
     async fn lease(&self, name: &str, holder: &str, ttl: Duration) -> Result<bool> {
         let mut conn = self.conn.clone();
         let held: i64 = self

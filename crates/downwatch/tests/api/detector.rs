@@ -7,7 +7,8 @@ use crate::both_modes;
 use crate::helpers::{Backing, Mode, TestApp, delete_redis_keys, spawn_app_with};
 use downwatch_detector::events::{CHANNEL, Event};
 use downwatch_detector::live::{Live, LiveConfig, TickOutcome};
-use downwatch_store::{IncidentQuery, IncidentRecord, IncidentRow, IncidentWrite};
+use downwatch_store::{IncidentQuery, IncidentRecord, IncidentRow, IncidentWrite, ScopeStateRow};
+use downwatch_windows::{Increment, ScopeRead};
 use futures_util::StreamExt;
 use serde_json::{Value, json};
 use std::sync::OnceLock;
@@ -17,6 +18,8 @@ both_modes!(
     a_burst_opens_incidents_that_resolve_and_detect_agrees,
     two_detectors_take_turns_on_one_lease_and_keep_one_incident,
     the_database_refuses_a_second_open_incident_for_a_scope,
+    a_scope_at_warning_puts_its_service_at_warning,
+    a_tick_reads_buckets_and_active_scopes_together,
 );
 
 /// Two services, so each tick's 14-day warm-up stays small.
@@ -320,6 +323,84 @@ async fn the_database_refuses_a_second_open_incident_for_a_scope(b: Backing) {
     let got = storage.incident(first[0]).await.unwrap().unwrap();
     assert_eq!(got.record.ended_at, Some(1_700_007_200));
     assert_eq!(got.record.status(), "resolved");
+    app.stop().await;
+}
+
+async fn a_scope_at_warning_puts_its_service_at_warning(b: Backing) {
+    let app = app(&b).await;
+    let id = app.service_id("chatapp").await;
+    let state = |level: &str| ScopeStateRow {
+        service_id: id,
+        scope: "DE".to_owned(),
+        last_minute: 1_700_000_040,
+        level: level.to_owned(),
+        expected: 0.2,
+        incident_id: None,
+        state: "{}".to_owned(),
+    };
+    let storage = app.state.storage.clone();
+    storage
+        .save_detection(&[], &[state("warning")])
+        .await
+        .unwrap();
+    let (_, s) = app.get_json("/api/v1/services/chatapp").await;
+    assert_eq!(s["status"], json!({"level": "warning"}));
+    let (_, list) = app.get_json("/api/v1/services").await;
+    let levels: Vec<(&str, &str)> = list["services"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            (
+                s["slug"].as_str().unwrap(),
+                s["status"]["level"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(levels, [("chatapp", "warning"), ("quiet", "ok")]);
+    storage.save_detection(&[], &[state("ok")]).await.unwrap();
+    let (_, s) = app.get_json("/api/v1/services/chatapp").await;
+    assert_eq!(s["status"], json!({"level": "ok"}));
+    app.stop().await;
+}
+
+async fn a_tick_reads_buckets_and_active_scopes_together(b: Backing) {
+    let app = app(&b).await;
+    let w = app.state.windows.clone();
+    let m = now() / 60 * 60;
+    let inc = |service_id: i64, scope: &str, minute: i64, count: u32| Increment {
+        service_id,
+        scope: scope.to_owned(),
+        minute,
+        count,
+    };
+    w.add(&[
+        inc(1, "global", m - 120, 3),
+        inc(1, "IT", m - 120, 2),
+        inc(1, "global", m, 4),
+        inc(2, "global", m - 3600, 1),
+    ])
+    .await
+    .unwrap();
+    let read = |service_id: i64, scope: &str, n: usize| ScopeRead {
+        service_id,
+        scope: scope.to_owned(),
+        from_minute: m - 120,
+        n,
+    };
+    let (counts, scopes) = w
+        .read_tick(
+            &[read(1, "global", 3), read(1, "IT", 0), read(2, "global", 3)],
+            &[1, 2, 3],
+            m - 180,
+        )
+        .await
+        .unwrap();
+    assert_eq!(counts, vec![vec![3, 0, 4], vec![], vec![0, 0, 0]]);
+    assert_eq!(
+        scopes,
+        vec![vec!["IT".to_owned(), "global".to_owned()], vec![], vec![]]
+    );
     app.stop().await;
 }
 
