@@ -226,6 +226,17 @@ pub trait Storage: Send + Sync + 'static {
 
     async fn incident(&self, id: i64) -> Result<Option<IncidentRow>>;
 
+    /// Counted reports of one service in `[from, to)` by problem, country
+    /// and city (`country` filters one country). Exact: whole hours come
+    /// from the hourly facets, the partial hours at the edges from the reports.
+    async fn facet_counts(
+        &self,
+        service_id: i64,
+        country: Option<&str>,
+        from: i64,
+        to: i64,
+    ) -> Result<Vec<FacetCount>>;
+
     async fn get_meta(&self, key: &str) -> Result<Option<String>>;
 
     async fn set_meta(&self, key: &str, value: &str) -> Result<()>;
@@ -242,21 +253,43 @@ pub async fn connect(url: &str) -> Result<Arc<dyn Storage>> {
     }
 }
 
-/// One row of the per-minute rollup a batch of reports adds to.
+/// One row of a rollup a batch of reports adds to.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 struct RollupDelta {
     counted: i32,
     received: i32,
 }
 
-/// Sums a batch into rollup rows, sorted by key so concurrent writers lock
-/// rows in the same order and cannot deadlock.
-fn rollups(reports: &[ReportRecord]) -> BTreeMap<(i64, String, i64), RollupDelta> {
-    let mut out: BTreeMap<(i64, String, i64), RollupDelta> = BTreeMap::new();
+/// The count rollups: table, time column, bucket width in seconds. Every
+/// batch of reports adds to all three in its transaction.
+const ROLLUP_LEVELS: [(&str, &str, i64); 3] = [
+    ("report_minutes", "minute", 60),
+    ("report_hours", "hour", 3600),
+    ("report_days", "day", 86_400),
+];
+
+/// The rollup that serves buckets of `step` seconds starting at `from`:
+/// the coarsest whose buckets tile them exactly.
+fn rollup_for(from: i64, step: i64) -> (&'static str, &'static str) {
+    let (table, column, _) = ROLLUP_LEVELS
+        .iter()
+        .rev()
+        .find(|(_, _, w)| step % w == 0 && from.rem_euclid(*w) == 0)
+        .copied()
+        .unwrap_or(ROLLUP_LEVELS[0]);
+    (table, column)
+}
+
+type RollupKey = (i64, String, i64);
+
+/// Sums a batch into rollup rows of buckets `width` seconds wide, sorted by
+/// key so concurrent writers lock rows in the same order and cannot deadlock.
+fn rollups(reports: &[ReportRecord], width: i64) -> BTreeMap<RollupKey, RollupDelta> {
+    let mut out: BTreeMap<RollupKey, RollupDelta> = BTreeMap::new();
     for r in reports {
-        let minute = downwatch_core::minute_of(r.received_at);
+        let t = r.received_at.timestamp().div_euclid(width) * width;
         let mut add = |scope: String| {
-            let d = out.entry((r.service_id, scope, minute)).or_default();
+            let d = out.entry((r.service_id, scope, t)).or_default();
             d.received += 1;
             d.counted += i32::from(r.counted);
         };
@@ -266,6 +299,73 @@ fn rollups(reports: &[ReportRecord]) -> BTreeMap<(i64, String, i64), RollupDelta
         }
     }
     out
+}
+
+/// (service, hour, problem, country or "", city or "").
+type FacetKey = (i64, i64, String, String, String);
+
+/// Counted reports of a batch per hour, problem and place, sorted.
+fn facets(reports: &[ReportRecord]) -> BTreeMap<FacetKey, i32> {
+    let mut out: BTreeMap<FacetKey, i32> = BTreeMap::new();
+    for r in reports.iter().filter(|r| r.counted) {
+        let hour = r.received_at.timestamp().div_euclid(3600) * 3600;
+        let key = (
+            r.service_id,
+            hour,
+            r.problem.as_str().to_owned(),
+            r.country.map(|c| c.as_str().to_owned()).unwrap_or_default(),
+            r.city.as_ref().map(|c| c.as_str().to_owned()).unwrap_or_default(),
+        );
+        *out.entry(key).or_default() += 1;
+    }
+    out
+}
+
+/// Counted reports of one (problem, country, city) in a range; `""` for a
+/// missing country or city.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct FacetCount {
+    pub problem: String,
+    pub country: String,
+    pub city: String,
+    pub counted: i64,
+}
+
+/// `[start, end)` in unix seconds.
+type Span = (i64, i64);
+
+/// The full hours inside `[from, to)` (served by the facets) and the
+/// partial edges (served by the raw reports, at most two hours).
+fn split_hours(from: i64, to: i64) -> (Option<Span>, Vec<Span>) {
+    let hf = from.div_euclid(3600) * 3600 + if from.rem_euclid(3600) == 0 { 0 } else { 3600 };
+    let ht = to.div_euclid(3600) * 3600;
+    if hf >= ht {
+        return (None, vec![(from, to)]);
+    }
+    let mut edges = Vec::new();
+    if from < hf {
+        edges.push((from, hf));
+    }
+    if ht < to {
+        edges.push((ht, to));
+    }
+    (Some((hf, ht)), edges)
+}
+
+/// Sums facet rows from several sources.
+fn merge_facets(rows: impl IntoIterator<Item = FacetCount>) -> Vec<FacetCount> {
+    let mut sum: BTreeMap<(String, String, String), i64> = BTreeMap::new();
+    for r in rows {
+        *sum.entry((r.problem, r.country, r.city)).or_default() += r.counted;
+    }
+    sum.into_iter()
+        .map(|((problem, country, city), counted)| FacetCount {
+            problem,
+            country,
+            city,
+            counted,
+        })
+        .collect()
 }
 
 #[derive(sqlx::FromRow)]
@@ -322,7 +422,7 @@ mod tests {
             report(1, 120, None, true),
             report(2, 61, None, true),
         ];
-        let r = rollups(&batch);
+        let r = rollups(&batch, 60);
         let get = |s: i64, scope: &str, m: i64| r[&(s, scope.to_owned(), m)];
         assert_eq!(
             get(1, "global", 60),
@@ -357,5 +457,47 @@ mod tests {
         let mut sorted = keys.clone();
         sorted.sort();
         assert_eq!(keys, sorted);
+    }
+
+    #[test]
+    fn hour_and_day_rollups_floor_to_their_width_and_facets_count_counted_only() {
+        let batch = [
+            report(1, 3599, None, true),
+            report(1, 3600, Some("DE"), true),
+            report(1, 86_399, Some("DE"), false),
+        ];
+        let hours = rollups(&batch, 3600);
+        assert_eq!(hours[&(1, "global".to_owned(), 0)].counted, 1);
+        assert_eq!(hours[&(1, "global".to_owned(), 3600)].received, 1);
+        assert_eq!(hours[&(1, "DE".to_owned(), 82_800)].received, 1);
+        let days = rollups(&batch, 86_400);
+        let d = days[&(1, "global".to_owned(), 0)];
+        assert_eq!((d.counted, d.received), (2, 3));
+        let f = facets(&batch);
+        assert_eq!(f.len(), 2, "{f:?}");
+        assert_eq!(
+            f[&(1, 3600, "app".to_owned(), "DE".to_owned(), String::new())],
+            1
+        );
+    }
+
+    #[test]
+    fn the_coarsest_rollup_that_tiles_the_buckets_serves_a_series() {
+        assert_eq!(rollup_for(0, 86_400), ("report_days", "day"));
+        assert_eq!(rollup_for(3600, 86_400), ("report_hours", "hour"));
+        assert_eq!(rollup_for(7200, 3600), ("report_hours", "hour"));
+        assert_eq!(rollup_for(7200, 900), ("report_minutes", "minute"));
+        assert_eq!(rollup_for(60, 3600), ("report_minutes", "minute"));
+    }
+
+    #[test]
+    fn ranges_split_into_whole_hours_and_raw_edges() {
+        assert_eq!(split_hours(0, 7200), (Some((0, 7200)), vec![]));
+        assert_eq!(
+            split_hours(1800, 9000),
+            (Some((3600, 7200)), vec![(1800, 3600), (7200, 9000)])
+        );
+        assert_eq!(split_hours(1800, 3000), (None, vec![(1800, 3000)]));
+        assert_eq!(split_hours(1800, 5400), (None, vec![(1800, 5400)]));
     }
 }

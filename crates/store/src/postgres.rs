@@ -2,8 +2,9 @@
 
 use super::{
     IncidentQuery, IncidentRecord, IncidentRow, IncidentWrite, MinuteCount, OpenIncident, Result,
-    ScopeLevel, ScopeStateRow, ServiceRow, Storage, StoreError, is_unique_violation, rollups,
+    ScopeLevel, ScopeStateRow, ServiceRow, Storage, StoreError, is_unique_violation,
 };
+use super::{FacetCount, ROLLUP_LEVELS, facets, merge_facets, rollup_for, rollups, split_hours};
 use async_trait::async_trait;
 use downwatch_core::{NewService, ReportRecord, Service, ServicePatch};
 use sqlx::Row;
@@ -88,6 +89,73 @@ async fn insert_or_adopt(tx: &mut PgConnection, r: &IncidentRecord) -> Result<i6
     .await?;
     update_incident(tx, id, r).await?;
     Ok(id)
+}
+
+/// Adds a batch to every rollup: one UNNEST upsert per table.
+async fn write_rollups(tx: &mut PgConnection, reports: &[ReportRecord]) -> Result<()> {
+    for (table, column, width) in ROLLUP_LEVELS {
+        let deltas = rollups(reports, width);
+        let mut r_service = Vec::with_capacity(deltas.len());
+        let mut r_scope = Vec::with_capacity(deltas.len());
+        let mut r_time = Vec::with_capacity(deltas.len());
+        let mut r_counted = Vec::with_capacity(deltas.len());
+        let mut r_received = Vec::with_capacity(deltas.len());
+        for ((service, scope, t), d) in deltas {
+            r_service.push(service);
+            r_scope.push(scope);
+            r_time.push(t);
+            r_counted.push(d.counted);
+            r_received.push(d.received);
+        }
+        let sql = format!(
+            "INSERT INTO {table} (service_id, scope, {column}, counted, received)
+             SELECT * FROM UNNEST($1::int8[], $2::text[], $3::int8[], $4::int4[], $5::int4[])
+             ON CONFLICT (service_id, scope, {column}) DO UPDATE
+             SET counted = {table}.counted + EXCLUDED.counted,
+                 received = {table}.received + EXCLUDED.received"
+        );
+        sqlx::query(&sql)
+            .bind(&r_service)
+            .bind(&r_scope)
+            .bind(&r_time)
+            .bind(&r_counted)
+            .bind(&r_received)
+            .execute(&mut *tx)
+            .await?;
+    }
+    let f = facets(reports);
+    if !f.is_empty() {
+        let mut service = Vec::with_capacity(f.len());
+        let mut hour = Vec::with_capacity(f.len());
+        let mut problem = Vec::with_capacity(f.len());
+        let mut country = Vec::with_capacity(f.len());
+        let mut city = Vec::with_capacity(f.len());
+        let mut counted = Vec::with_capacity(f.len());
+        for ((s, h, p, co, ci), n) in f {
+            service.push(s);
+            hour.push(h);
+            problem.push(p);
+            country.push(co);
+            city.push(ci);
+            counted.push(n);
+        }
+        sqlx::query(
+            "INSERT INTO report_facets (service_id, hour, problem, country, city, counted)
+             SELECT * FROM UNNEST($1::int8[], $2::int8[], $3::text[], $4::text[], $5::text[],
+                                  $6::int4[])
+             ON CONFLICT (service_id, hour, problem, country, city) DO UPDATE
+             SET counted = report_facets.counted + EXCLUDED.counted",
+        )
+        .bind(&service)
+        .bind(&hour)
+        .bind(&problem)
+        .bind(&country)
+        .bind(&city)
+        .bind(&counted)
+        .execute(&mut *tx)
+        .await?;
+    }
+    Ok(())
 }
 
 async fn write_incident(tx: &mut PgConnection, w: &IncidentWrite) -> Result<i64> {
@@ -261,33 +329,7 @@ impl Storage for PgStore {
         .execute(&mut *tx)
         .await?;
 
-        let deltas = rollups(reports);
-        let mut r_service = Vec::with_capacity(deltas.len());
-        let mut r_scope = Vec::with_capacity(deltas.len());
-        let mut r_minute = Vec::with_capacity(deltas.len());
-        let mut r_counted = Vec::with_capacity(deltas.len());
-        let mut r_received = Vec::with_capacity(deltas.len());
-        for ((service, scope, minute), d) in deltas {
-            r_service.push(service);
-            r_scope.push(scope);
-            r_minute.push(minute);
-            r_counted.push(d.counted);
-            r_received.push(d.received);
-        }
-        sqlx::query(
-            "INSERT INTO report_minutes (service_id, scope, minute, counted, received)
-             SELECT * FROM UNNEST($1::int8[], $2::text[], $3::int8[], $4::int4[], $5::int4[])
-             ON CONFLICT (service_id, scope, minute) DO UPDATE
-             SET counted = report_minutes.counted + EXCLUDED.counted,
-                 received = report_minutes.received + EXCLUDED.received",
-        )
-        .bind(&r_service)
-        .bind(&r_scope)
-        .bind(&r_minute)
-        .bind(&r_counted)
-        .bind(&r_received)
-        .execute(&mut *tx)
-        .await?;
+        write_rollups(&mut tx, reports).await?;
         tx.commit().await?;
         Ok(ids)
     }
@@ -300,19 +342,21 @@ impl Storage for PgStore {
         to: i64,
         step: i64,
     ) -> Result<Vec<(i64, i64)>> {
-        Ok(sqlx::query_as(
-            "SELECT $3 + ((minute - $3) / $5) * $5 AS t, SUM(counted)::int8
-             FROM report_minutes
-             WHERE service_id = $1 AND scope = $2 AND minute >= $3 AND minute < $4
-             GROUP BY t ORDER BY t",
-        )
-        .bind(service_id)
-        .bind(scope)
-        .bind(from)
-        .bind(to)
-        .bind(step)
-        .fetch_all(&self.pool)
-        .await?)
+        let (table, column) = rollup_for(from, step);
+        let sql = format!(
+            "SELECT $3 + (({column} - $3) / $5) * $5 AS t, SUM(counted)::int8
+             FROM {table}
+             WHERE service_id = $1 AND scope = $2 AND {column} >= $3 AND {column} < $4
+             GROUP BY t ORDER BY t"
+        );
+        Ok(sqlx::query_as(&sql)
+            .bind(service_id)
+            .bind(scope)
+            .bind(from)
+            .bind(to)
+            .bind(step)
+            .fetch_all(&self.pool)
+            .await?)
     }
 
     async fn salt_for_day(&self, day: i64, candidate: &[u8]) -> Result<Vec<u8>> {
@@ -508,6 +552,54 @@ impl Storage for PgStore {
             .bind(id)
             .fetch_optional(&self.pool)
             .await?)
+    }
+
+    async fn facet_counts(
+        &self,
+        service_id: i64,
+        country: Option<&str>,
+        from: i64,
+        to: i64,
+    ) -> Result<Vec<FacetCount>> {
+        let (hours, edges) = split_hours(from, to);
+        let mut rows: Vec<FacetCount> = Vec::new();
+        if let Some((hf, ht)) = hours {
+            rows.extend(
+                sqlx::query_as::<_, FacetCount>(
+                    "SELECT problem, country, city, SUM(counted)::int8 AS counted
+                     FROM report_facets
+                     WHERE service_id = $1 AND hour >= $2 AND hour < $3
+                     AND ($4::text IS NULL OR country = $4)
+                     GROUP BY problem, country, city",
+                )
+                .bind(service_id)
+                .bind(hf)
+                .bind(ht)
+                .bind(country)
+                .fetch_all(&self.pool)
+                .await?,
+            );
+        }
+        for (a, b) in edges {
+            rows.extend(
+                sqlx::query_as::<_, FacetCount>(
+                    "SELECT problem, COALESCE(country, '') AS country, COALESCE(city, '') AS city,
+                     COUNT(*)::int8 AS counted
+                     FROM reports
+                     WHERE service_id = $1 AND counted
+                     AND received_at >= to_timestamp($2) AND received_at < to_timestamp($3)
+                     AND ($4::text IS NULL OR country = $4)
+                     GROUP BY 1, 2, 3",
+                )
+                .bind(service_id)
+                .bind(a as f64)
+                .bind(b as f64)
+                .bind(country)
+                .fetch_all(&self.pool)
+                .await?,
+            );
+        }
+        Ok(merge_facets(rows))
     }
 
     async fn get_meta(&self, key: &str) -> Result<Option<String>> {

@@ -2,8 +2,9 @@
 
 use super::{
     IncidentQuery, IncidentRecord, IncidentRow, IncidentWrite, MinuteCount, OpenIncident, Result,
-    ScopeLevel, ScopeStateRow, ServiceRow, Storage, StoreError, is_unique_violation, rollups,
+    ScopeLevel, ScopeStateRow, ServiceRow, Storage, StoreError, is_unique_violation,
 };
+use super::{FacetCount, ROLLUP_LEVELS, facets, merge_facets, rollup_for, rollups, split_hours};
 use async_trait::async_trait;
 use downwatch_core::{NewService, ReportRecord, Service, ServicePatch};
 use sqlx::Row;
@@ -101,6 +102,45 @@ async fn insert_or_adopt(tx: &mut SqliteConnection, r: &IncidentRecord) -> Resul
     .await?;
     update_incident(tx, id, r).await?;
     Ok(id)
+}
+
+/// Adds a batch to every rollup, row by row (SQLite statements are cheap).
+async fn write_rollups(tx: &mut SqliteConnection, reports: &[ReportRecord]) -> Result<()> {
+    for (table, column, width) in ROLLUP_LEVELS {
+        let sql = format!(
+            "INSERT INTO {table} (service_id, scope, {column}, counted, received)
+             VALUES (?, ?, ?, ?, ?)
+             ON CONFLICT (service_id, scope, {column}) DO UPDATE
+             SET counted = counted + excluded.counted, received = received + excluded.received"
+        );
+        for ((service, scope, t), d) in rollups(reports, width) {
+            sqlx::query(&sql)
+                .bind(service)
+                .bind(scope)
+                .bind(t)
+                .bind(d.counted)
+                .bind(d.received)
+                .execute(&mut *tx)
+                .await?;
+        }
+    }
+    for ((service, hour, problem, country, city), n) in facets(reports) {
+        sqlx::query(
+            "INSERT INTO report_facets (service_id, hour, problem, country, city, counted)
+             VALUES (?, ?, ?, ?, ?, ?)
+             ON CONFLICT (service_id, hour, problem, country, city) DO UPDATE
+             SET counted = counted + excluded.counted",
+        )
+        .bind(service)
+        .bind(hour)
+        .bind(problem)
+        .bind(country)
+        .bind(city)
+        .bind(n)
+        .execute(&mut *tx)
+        .await?;
+    }
+    Ok(())
 }
 
 async fn write_incident(tx: &mut SqliteConnection, w: &IncidentWrite) -> Result<i64> {
@@ -259,21 +299,7 @@ impl Storage for SqliteStore {
             .await?;
             ids.push(id);
         }
-        for ((service, scope, minute), d) in rollups(reports) {
-            sqlx::query(
-                "INSERT INTO report_minutes (service_id, scope, minute, counted, received)
-                 VALUES (?, ?, ?, ?, ?)
-                 ON CONFLICT (service_id, scope, minute) DO UPDATE
-                 SET counted = counted + excluded.counted, received = received + excluded.received",
-            )
-            .bind(service)
-            .bind(scope)
-            .bind(minute)
-            .bind(d.counted)
-            .bind(d.received)
-            .execute(&mut *tx)
-            .await?;
-        }
+        write_rollups(&mut tx, reports).await?;
         tx.commit().await?;
         Ok(ids)
     }
@@ -286,19 +312,21 @@ impl Storage for SqliteStore {
         to: i64,
         step: i64,
     ) -> Result<Vec<(i64, i64)>> {
-        Ok(sqlx::query_as(
-            "SELECT ?3 + ((minute - ?3) / ?5) * ?5 AS t, SUM(counted)
-             FROM report_minutes
-             WHERE service_id = ?1 AND scope = ?2 AND minute >= ?3 AND minute < ?4
-             GROUP BY t ORDER BY t",
-        )
-        .bind(service_id)
-        .bind(scope)
-        .bind(from)
-        .bind(to)
-        .bind(step)
-        .fetch_all(&self.pool)
-        .await?)
+        let (table, column) = rollup_for(from, step);
+        let sql = format!(
+            "SELECT ?3 + (({column} - ?3) / ?5) * ?5 AS t, SUM(counted)
+             FROM {table}
+             WHERE service_id = ?1 AND scope = ?2 AND {column} >= ?3 AND {column} < ?4
+             GROUP BY t ORDER BY t"
+        );
+        Ok(sqlx::query_as(&sql)
+            .bind(service_id)
+            .bind(scope)
+            .bind(from)
+            .bind(to)
+            .bind(step)
+            .fetch_all(&self.pool)
+            .await?)
     }
 
     async fn salt_for_day(&self, day: i64, candidate: &[u8]) -> Result<Vec<u8>> {
@@ -476,6 +504,55 @@ impl Storage for SqliteStore {
             .bind(id)
             .fetch_optional(&self.pool)
             .await?)
+    }
+
+    async fn facet_counts(
+        &self,
+        service_id: i64,
+        country: Option<&str>,
+        from: i64,
+        to: i64,
+    ) -> Result<Vec<FacetCount>> {
+        const M: i64 = 1_000_000;
+        let (hours, edges) = split_hours(from, to);
+        let mut rows: Vec<FacetCount> = Vec::new();
+        if let Some((hf, ht)) = hours {
+            rows.extend(
+                sqlx::query_as::<_, FacetCount>(
+                    "SELECT problem, country, city, SUM(counted) AS counted
+                     FROM report_facets
+                     WHERE service_id = ?1 AND hour >= ?2 AND hour < ?3
+                     AND (?4 IS NULL OR country = ?4)
+                     GROUP BY problem, country, city",
+                )
+                .bind(service_id)
+                .bind(hf)
+                .bind(ht)
+                .bind(country)
+                .fetch_all(&self.pool)
+                .await?,
+            );
+        }
+        for (a, b) in edges {
+            rows.extend(
+                sqlx::query_as::<_, FacetCount>(
+                    "SELECT problem, COALESCE(country, '') AS country, COALESCE(city, '') AS city,
+                     COUNT(*) AS counted
+                     FROM reports
+                     WHERE service_id = ?1 AND counted = 1
+                     AND received_at >= ?2 AND received_at < ?3
+                     AND (?4 IS NULL OR country = ?4)
+                     GROUP BY 1, 2, 3",
+                )
+                .bind(service_id)
+                .bind(a * M)
+                .bind(b * M)
+                .bind(country)
+                .fetch_all(&self.pool)
+                .await?,
+            );
+        }
+        Ok(merge_facets(rows))
     }
 
     async fn get_meta(&self, key: &str) -> Result<Option<String>> {
