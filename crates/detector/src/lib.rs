@@ -8,6 +8,7 @@ pub mod engine;
 pub mod events;
 pub mod live;
 pub mod metrics;
+pub mod model;
 
 use downwatch_core::detector::{FleetProfile, Incident, ScopeDetector};
 use downwatch_store::{IncidentRecord, Storage, StoreError};
@@ -47,7 +48,7 @@ pub fn incident_record(service_id: i64, scope: &str, i: &Incident) -> IncidentRe
 }
 
 /// The fleet profile the live loop last stored, or a flat one.
-async fn load_fleet(storage: &dyn Storage) -> Result<FleetProfile, StoreError> {
+pub async fn load_fleet(storage: &dyn Storage) -> Result<FleetProfile, StoreError> {
     Ok(storage
         .get_meta(FLEET_META_KEY)
         .await?

@@ -8,11 +8,14 @@ mod postgres;
 mod sqlite;
 
 pub use postgres::PgStore;
+pub use postgres::{create_pg_database, drop_pg_database};
 pub use sqlite::SqliteStore;
 
 use async_trait::async_trait;
+use downwatch_core::CountryCode;
 use downwatch_core::{NewService, ProblemList, ReportRecord, Service, ServicePatch, Slug};
 use std::collections::BTreeMap;
+use std::collections::HashMap;
 use std::sync::Arc;
 
 #[derive(Debug, thiserror::Error)]
@@ -168,6 +171,12 @@ pub trait Storage: Send + Sync + 'static {
     /// are committed.
     async fn insert_reports(&self, reports: &[ReportRecord]) -> Result<Vec<i64>>;
 
+    /// Starts a bulk import (`downwatch import`): one transaction that
+    /// creates and patches services and appends reports with their rollups
+    /// (see [`ImportSession`]). Nothing of it is visible before `commit`, and
+    /// nothing remains if the session is dropped without it.
+    async fn begin_import(&self) -> Result<Box<dyn ImportSession>>;
+
     /// Counted reports of one service and scope in `[from, to)`, summed into
     /// buckets of `step` seconds starting at `from`; empty buckets omitted.
     async fn counts(
@@ -201,6 +210,9 @@ pub trait Storage: Send + Sync + 'static {
 
     /// Every scope's persisted detector state.
     async fn scope_states(&self) -> Result<Vec<ScopeStateRow>>;
+
+    /// One scope's persisted detector state (for baselines on charts).
+    async fn scope_state(&self, service_id: i64, scope: &str) -> Result<Option<ScopeStateRow>>;
 
     /// One detector tick in one transaction: writes `incidents` (see
     /// [`IncidentWrite`]) and upserts `states`. Returns the incident ids in
@@ -314,7 +326,10 @@ fn facets(reports: &[ReportRecord]) -> BTreeMap<FacetKey, i32> {
             hour,
             r.problem.as_str().to_owned(),
             r.country.map(|c| c.as_str().to_owned()).unwrap_or_default(),
-            r.city.as_ref().map(|c| c.as_str().to_owned()).unwrap_or_default(),
+            r.city
+                .as_ref()
+                .map(|c| c.as_str().to_owned())
+                .unwrap_or_default(),
         );
         *out.entry(key).or_default() += 1;
     }
@@ -395,6 +410,257 @@ impl TryFrom<ServiceRow> for Service {
 
 fn is_unique_violation(e: &sqlx::Error) -> bool {
     matches!(e, sqlx::Error::Database(d) if d.is_unique_violation())
+}
+
+/// A bulk import in progress: one transaction, so a file is stored whole or
+/// not at all. Reports go in with [`add_reports`](Self::add_reports) in
+/// chunks; their rollups (minutes, hours, days, facets) are summed in memory
+/// and written in the same transaction, at [`commit`](Self::commit) or
+/// whenever the sums grow large. Dropped without `commit`, it rolls back.
+#[async_trait]
+pub trait ImportSession: Send {
+    /// A service as this transaction sees it. On PostgreSQL its row stays
+    /// locked against other changes to the service until the import ends
+    /// (reports to it can still be ingested meanwhile).
+    async fn get_service(&mut self, slug: &str) -> Result<Option<Service>>;
+
+    /// Creates a service in the transaction; `Conflict` when the slug exists.
+    async fn create_service(&mut self, service: &NewService) -> Result<Service>;
+
+    /// Applies a patch in the transaction; `None` when no such service.
+    async fn update_service(&mut self, slug: &str, patch: &ServicePatch)
+    -> Result<Option<Service>>;
+
+    /// Appends reports (any number; tens of thousands per call suit both
+    /// backends) and adds them to the rollup sums. Returns how many rows
+    /// were written.
+    async fn add_reports(&mut self, reports: &[ReportRecord]) -> Result<u64>;
+
+    /// Writes the remaining rollups and commits the whole import.
+    async fn commit(self: Box<Self>) -> Result<()>;
+}
+
+/// Key of an import's rollup sums: service, country (`None` for the global
+/// scope), bucket start (unix seconds).
+type SumKey = (i64, Option<CountryCode>, i64);
+
+/// Key of an import's facet sums: service, hour, problem (interned), country,
+/// city (interned, `""` for none).
+type FacetSumKey = (i64, i64, u32, Option<CountryCode>, u32);
+
+/// Rollup rows to upsert, as columns (for UNNEST), sorted by
+/// (service, scope, time) like [`rollups`].
+#[derive(Debug, Default, PartialEq, Eq)]
+pub(crate) struct RollupRows {
+    pub service: Vec<i64>,
+    pub scope: Vec<String>,
+    pub time: Vec<i64>,
+    pub counted: Vec<i64>,
+    pub received: Vec<i64>,
+}
+
+/// Facet rows to upsert, as columns, sorted like [`facets`].
+#[derive(Debug, Default, PartialEq, Eq)]
+pub(crate) struct FacetRows {
+    pub service: Vec<i64>,
+    pub hour: Vec<i64>,
+    pub problem: Vec<String>,
+    pub country: Vec<String>,
+    pub city: Vec<String>,
+    pub counted: Vec<i64>,
+}
+
+/// The rollups and facets of an import's reports, summed in memory between
+/// writes. They are far smaller than the reports (one entry per service,
+/// scope and minute), and an import writes them out when they pass
+/// [`ImportSums::FLUSH_AT`] entries, so memory stays bounded whatever the
+/// size of the file. Sums are `i64`; the database refuses what its
+/// `INTEGER` columns cannot hold.
+#[derive(Debug, Default)]
+pub(crate) struct ImportSums {
+    /// (counted, received) per key, one map per entry of [`ROLLUP_LEVELS`].
+    levels: [HashMap<SumKey, (i64, i64)>; 3],
+    facets: HashMap<FacetSumKey, i64>,
+    /// Problem and city strings of the facet keys.
+    names: HashMap<String, u32>,
+    name_list: Vec<String>,
+}
+
+impl ImportSums {
+    /// Entries past which an import writes its sums before going on.
+    pub(crate) const FLUSH_AT: usize = 500_000;
+
+    pub(crate) fn add(&mut self, reports: &[ReportRecord]) {
+        for r in reports {
+            let secs = r.received_at.timestamp();
+            let counted = i64::from(r.counted);
+            for ((_, _, width), map) in ROLLUP_LEVELS.iter().zip(self.levels.iter_mut()) {
+                let t = secs.div_euclid(*width) * width;
+                let mut add = |country: Option<CountryCode>| {
+                    let e = map.entry((r.service_id, country, t)).or_insert((0, 0));
+                    e.0 += counted;
+                    e.1 += 1;
+                };
+                add(None);
+                if r.country.is_some() {
+                    add(r.country);
+                }
+            }
+            if r.counted {
+                let hour = secs.div_euclid(3600) * 3600;
+                let problem = self.intern(r.problem.as_str());
+                let city = self.intern(r.city.as_ref().map_or("", |c| c.as_str()));
+                *self
+                    .facets
+                    .entry((r.service_id, hour, problem, r.country, city))
+                    .or_insert(0) += 1;
+            }
+        }
+    }
+
+    fn intern(&mut self, s: &str) -> u32 {
+        if let Some(&i) = self.names.get(s) {
+            return i;
+        }
+        let i = self.name_list.len() as u32;
+        self.names.insert(s.to_owned(), i);
+        self.name_list.push(s.to_owned());
+        i
+    }
+
+    /// Entries held.
+    pub(crate) fn len(&self) -> usize {
+        self.levels.iter().map(HashMap::len).sum::<usize>() + self.facets.len()
+    }
+
+    /// Takes the sums out as sorted rows (one [`RollupRows`] per entry of
+    /// [`ROLLUP_LEVELS`]), leaving this empty.
+    pub(crate) fn take(&mut self) -> ([RollupRows; 3], FacetRows) {
+        fn scope(c: &Option<CountryCode>) -> &str {
+            c.as_ref()
+                .map_or(downwatch_core::GLOBAL_SCOPE, CountryCode::as_str)
+        }
+        let levels = std::mem::take(&mut self.levels).map(|map| {
+            let mut entries: Vec<(SumKey, (i64, i64))> = map.into_iter().collect();
+            entries.sort_unstable_by(|((s1, c1, t1), _), ((s2, c2, t2), _)| {
+                (s1, scope(c1), t1).cmp(&(s2, scope(c2), t2))
+            });
+            let mut rows = RollupRows::default();
+            for ((service, country, t), (counted, received)) in entries {
+                rows.service.push(service);
+                rows.scope.push(scope(&country).to_owned());
+                rows.time.push(t);
+                rows.counted.push(counted);
+                rows.received.push(received);
+            }
+            rows
+        });
+        let names = std::mem::take(&mut self.name_list);
+        self.names.clear();
+        let name = |i: &u32| names[*i as usize].as_str();
+        fn country(c: &Option<CountryCode>) -> &str {
+            c.as_ref().map_or("", CountryCode::as_str)
+        }
+        let mut entries: Vec<(FacetSumKey, i64)> =
+            std::mem::take(&mut self.facets).into_iter().collect();
+        entries.sort_unstable_by(|((s1, h1, p1, co1, ci1), _), ((s2, h2, p2, co2, ci2), _)| {
+            (s1, h1, name(p1), country(co1), name(ci1)).cmp(&(
+                s2,
+                h2,
+                name(p2),
+                country(co2),
+                name(ci2),
+            ))
+        });
+        let mut facets = FacetRows::default();
+        for ((service, hour, problem, co, city), counted) in entries {
+            facets.service.push(service);
+            facets.hour.push(hour);
+            facets.problem.push(name(&problem).to_owned());
+            facets.country.push(country(&co).to_owned());
+            facets.city.push(name(&city).to_owned());
+            facets.counted.push(counted);
+        }
+        (levels, facets)
+    }
+}
+
+/// Rows of an upsert written per statement, so one statement's parameters
+/// stay a few megabytes however large the sums.
+pub(crate) const UPSERT_SLICE: usize = 50_000;
+
+#[cfg(test)]
+mod import_tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use downwatch_core::{City, ProblemKind};
+
+    fn report(
+        service_id: i64,
+        secs: i64,
+        problem: &str,
+        country: Option<&str>,
+        city: Option<&str>,
+        counted: bool,
+    ) -> ReportRecord {
+        ReportRecord {
+            service_id,
+            problem: ProblemKind::parse(problem).unwrap(),
+            country: country.map(|c| CountryCode::parse(c).unwrap()),
+            city: city.and_then(|c| City::parse(c).unwrap()),
+            client_hash: [0; 16],
+            counted,
+            received_at: chrono::DateTime::from_timestamp(secs, 0).unwrap(),
+        }
+    }
+
+    /// The import's sums, taken in two parts, add up to what the ingest
+    /// path's `rollups` and `facets` compute for the whole batch, in the
+    /// same order.
+    #[test]
+    fn import_sums_match_the_ingest_rollups_and_facets() {
+        let batch = [
+            report(2, 61, "app", Some("FR"), Some("Paris"), true),
+            report(1, 119, "login", Some("FR"), None, false),
+            report(1, 60, "app", Some("FR"), Some("Paris"), true),
+            report(1, 3600, "app", None, None, true),
+            report(1, 86_399, "app", Some("DE"), Some("Berlin"), true),
+            report(1, -30, "website", Some("DE"), None, true),
+            report(1, 90_000, "app", Some("DE"), Some("Berlin"), true),
+        ];
+        let mut sums = ImportSums::default();
+        sums.add(&batch[..3]);
+        sums.add(&batch[3..]);
+        assert_ne!(sums.len(), 0);
+        let (levels, facet_rows) = sums.take();
+        assert_eq!(sums.len(), 0);
+        for ((_, _, width), rows) in ROLLUP_LEVELS.iter().zip(&levels) {
+            let mut want = RollupRows::default();
+            for ((s, scope, t), d) in rollups(&batch, *width) {
+                want.service.push(s);
+                want.scope.push(scope);
+                want.time.push(t);
+                want.counted.push(i64::from(d.counted));
+                want.received.push(i64::from(d.received));
+            }
+            assert_eq!(rows, &want, "width {width}");
+        }
+        let mut want = FacetRows::default();
+        for ((s, h, p, co, ci), n) in facets(&batch) {
+            want.service.push(s);
+            want.hour.push(h);
+            want.problem.push(p);
+            want.country.push(co);
+            want.city.push(ci);
+            want.counted.push(i64::from(n));
+        }
+        assert_eq!(facet_rows, want);
+        // Taken sums start again from nothing.
+        sums.add(&batch[..1]);
+        let (levels, facet_rows) = sums.take();
+        assert_eq!(levels[0].service, vec![2, 2]);
+        assert_eq!(facet_rows.city, vec!["Paris".to_owned()]);
+    }
 }
 
 #[cfg(test)]

@@ -1,10 +1,11 @@
 //! PostgreSQL storage: production mode, shared by every instance.
 
+use super::{FacetCount, ROLLUP_LEVELS, facets, merge_facets, rollup_for, rollups, split_hours};
+use super::{ImportSession, ImportSums, UPSERT_SLICE};
 use super::{
     IncidentQuery, IncidentRecord, IncidentRow, IncidentWrite, MinuteCount, OpenIncident, Result,
     ScopeLevel, ScopeStateRow, ServiceRow, Storage, StoreError, is_unique_violation,
 };
-use super::{FacetCount, ROLLUP_LEVELS, facets, merge_facets, rollup_for, rollups, split_hours};
 use async_trait::async_trait;
 use downwatch_core::{NewService, ReportRecord, Service, ServicePatch};
 use sqlx::Row;
@@ -32,11 +33,15 @@ impl PgStore {
 
 const SERVICE_COLUMNS: &str = "id, slug, name, category, url, problems";
 
+// Floored, not rounded: a time with a fraction of a second (written by
+// something other than the detector) must not move to the next second, or a
+// cursor built from it would repeat the row on the next page.
 const INCIDENT_COLUMNS: &str = "id, service_id, scope, level_max,
-    EXTRACT(EPOCH FROM started_at)::int8 AS started_at,
-    EXTRACT(EPOCH FROM detected_at)::int8 AS detected_at,
-    EXTRACT(EPOCH FROM peak_at)::int8 AS peak_at, peak_reports_per_min, baseline_per_min_at_peak,
-    EXTRACT(EPOCH FROM ended_at)::int8 AS ended_at, total_reports";
+    FLOOR(EXTRACT(EPOCH FROM started_at))::int8 AS started_at,
+    FLOOR(EXTRACT(EPOCH FROM detected_at))::int8 AS detected_at,
+    FLOOR(EXTRACT(EPOCH FROM peak_at))::int8 AS peak_at, peak_reports_per_min,
+    baseline_per_min_at_peak, FLOOR(EXTRACT(EPOCH FROM ended_at))::int8 AS ended_at,
+    total_reports";
 
 type Query<'q> = sqlx::query::Query<'q, sqlx::Postgres, PgArguments>;
 
@@ -432,6 +437,17 @@ impl Storage for PgStore {
         .await?)
     }
 
+    async fn scope_state(&self, service_id: i64, scope: &str) -> Result<Option<ScopeStateRow>> {
+        Ok(sqlx::query_as(
+            "SELECT service_id, scope, last_minute, level, expected, incident_id, state
+             FROM detector_scopes WHERE service_id = $1 AND scope = $2",
+        )
+        .bind(service_id)
+        .bind(scope)
+        .fetch_optional(&self.pool)
+        .await?)
+    }
+
     async fn save_detection(
         &self,
         incidents: &[IncidentWrite],
@@ -602,6 +618,14 @@ impl Storage for PgStore {
         Ok(merge_facets(rows))
     }
 
+    async fn begin_import(&self) -> Result<Box<dyn ImportSession>> {
+        Ok(Box::new(PgImport {
+            tx: self.pool.begin().await?,
+            sums: ImportSums::default(),
+            buf: Vec::with_capacity(8 << 20),
+        }))
+    }
+
     async fn get_meta(&self, key: &str) -> Result<Option<String>> {
         Ok(sqlx::query_scalar("SELECT value FROM meta WHERE key = $1")
             .bind(key)
@@ -619,5 +643,352 @@ impl Storage for PgStore {
         .execute(&self.pool)
         .await?;
         Ok(())
+    }
+}
+
+/// Creates database `name` on the PostgreSQL server `server_url` points at
+/// (through whichever database it names) and returns the URL of the new
+/// one. For benchmarks and tests that need a database of their own.
+pub async fn create_pg_database(server_url: &str, name: &str) -> Result<String> {
+    use sqlx::Connection;
+    let url = with_database(server_url, name)?;
+    let mut c = PgConnection::connect(server_url).await?;
+    sqlx::query(&format!("CREATE DATABASE \"{name}\""))
+        .execute(&mut c)
+        .await?;
+    Ok(url)
+}
+
+/// Drops database `name` (if it exists) on the server `server_url` points
+/// at, disconnecting its sessions.
+pub async fn drop_pg_database(server_url: &str, name: &str) -> Result<()> {
+    use sqlx::Connection;
+    with_database(server_url, name)?;
+    let mut c = PgConnection::connect(server_url).await?;
+    sqlx::query(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
+        .execute(&mut c)
+        .await?;
+    Ok(())
+}
+
+/// `url` with its database replaced by `name` (`[a-z0-9_]`, so it needs no
+/// quoting anywhere).
+fn with_database(url: &str, name: &str) -> Result<String> {
+    let bad = || StoreError::UnsupportedUrl(url.to_owned());
+    if name.is_empty()
+        || name.len() > 63
+        || !name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+    {
+        return Err(StoreError::Conflict(format!(
+            "database name {name:?}: expected [a-z0-9_]{{1,63}}"
+        )));
+    }
+    let (scheme, rest) = url.split_once("://").ok_or_else(bad)?;
+    let end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(end);
+    let query = tail.find('?').map_or("", |i| &tail[i..]);
+    Ok(format!("{scheme}://{authority}/{name}{query}"))
+}
+
+/// The columns an import writes with COPY, in the order of its rows.
+const COPY_REPORTS: &str = "COPY reports (service_id, problem, country, city, client_hash, counted, received_at) FROM STDIN";
+
+/// An import into PostgreSQL: reports by COPY (text format), rollups summed
+/// in memory and upserted with UNNEST, all in one transaction.
+struct PgImport {
+    tx: sqlx::Transaction<'static, sqlx::Postgres>,
+    sums: ImportSums,
+    /// The COPY data of one `add_reports`, reused.
+    buf: Vec<u8>,
+}
+
+/// Appends a non-negative integer in decimal.
+fn push_uint(buf: &mut Vec<u8>, mut n: u64, min_digits: usize) {
+    let mut digits = [b'0'; 20];
+    let mut i = digits.len();
+    while n > 0 || digits.len() - i < min_digits.max(1) {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+    }
+    buf.extend_from_slice(&digits[i..]);
+}
+
+/// Appends a value in COPY's text format: backslash, tab, newline and
+/// carriage return escaped (the domain types already refuse control
+/// characters; this does not rely on it).
+fn push_copy_text(buf: &mut Vec<u8>, s: &str) {
+    let bytes = s.as_bytes();
+    if !bytes
+        .iter()
+        .any(|b| matches!(b, b'\\' | b'\t' | b'\n' | b'\r'))
+    {
+        buf.extend_from_slice(bytes);
+        return;
+    }
+    for &b in bytes {
+        match b {
+            b'\\' => buf.extend_from_slice(b"\\\\"),
+            b'\t' => buf.extend_from_slice(b"\\t"),
+            b'\n' => buf.extend_from_slice(b"\\n"),
+            b'\r' => buf.extend_from_slice(b"\\r"),
+            _ => buf.push(b),
+        }
+    }
+}
+
+/// Appends a UTC time as `YYYY-MM-DD HH:MM:SS[.ffffff]+00`.
+fn push_timestamp(buf: &mut Vec<u8>, t: chrono::DateTime<chrono::Utc>) {
+    use chrono::{Datelike, Timelike};
+    let n = t.naive_utc();
+    let Ok(year) = u64::try_from(n.year()) else {
+        // Before year 0: COPY will refuse it, with its own message.
+        buf.extend_from_slice(t.to_rfc3339().as_bytes());
+        return;
+    };
+    push_uint(buf, year, 4);
+    buf.push(b'-');
+    push_uint(buf, u64::from(n.month()), 2);
+    buf.push(b'-');
+    push_uint(buf, u64::from(n.day()), 2);
+    buf.push(b' ');
+    push_uint(buf, u64::from(n.hour()), 2);
+    buf.push(b':');
+    push_uint(buf, u64::from(n.minute()), 2);
+    buf.push(b':');
+    push_uint(buf, u64::from(n.second()), 2);
+    let micros = (n.nanosecond() / 1000).min(999_999);
+    if micros != 0 {
+        buf.push(b'.');
+        push_uint(buf, u64::from(micros), 6);
+    }
+    buf.extend_from_slice(b"+00");
+}
+
+/// Appends one report as a line of COPY text in the order of [`COPY_REPORTS`].
+fn push_copy_row(buf: &mut Vec<u8>, r: &ReportRecord) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    if r.service_id < 0 {
+        buf.push(b'-');
+    }
+    push_uint(buf, r.service_id.unsigned_abs(), 1);
+    buf.push(b'\t');
+    push_copy_text(buf, r.problem.as_str());
+    buf.push(b'\t');
+    match &r.country {
+        Some(c) => push_copy_text(buf, c.as_str()),
+        None => buf.extend_from_slice(b"\\N"),
+    }
+    buf.push(b'\t');
+    match &r.city {
+        Some(c) => push_copy_text(buf, c.as_str()),
+        None => buf.extend_from_slice(b"\\N"),
+    }
+    // bytea in hex form, its backslash escaped for COPY.
+    buf.extend_from_slice(b"\t\\\\x");
+    for b in r.client_hash {
+        buf.push(HEX[usize::from(b >> 4)]);
+        buf.push(HEX[usize::from(b & 15)]);
+    }
+    buf.extend_from_slice(if r.counted { b"\tt\t" } else { b"\tf\t" });
+    push_timestamp(buf, r.received_at);
+    buf.push(b'\n');
+}
+
+/// Upserts an import's sums: one UNNEST statement per slice of rows, tables
+/// and rows in the order `write_rollups` locks them.
+async fn write_import_sums(tx: &mut PgConnection, sums: &mut ImportSums) -> Result<()> {
+    let (levels, facets) = sums.take();
+    for ((table, column, _), rows) in ROLLUP_LEVELS.iter().zip(levels) {
+        let sql = format!(
+            "INSERT INTO {table} (service_id, scope, {column}, counted, received)
+             SELECT * FROM UNNEST($1::int8[], $2::text[], $3::int8[], $4::int8[], $5::int8[])
+             ON CONFLICT (service_id, scope, {column}) DO UPDATE
+             SET counted = {table}.counted + EXCLUDED.counted,
+                 received = {table}.received + EXCLUDED.received"
+        );
+        let n = rows.service.len();
+        for a in (0..n).step_by(UPSERT_SLICE) {
+            let b = (a + UPSERT_SLICE).min(n);
+            sqlx::query(&sql)
+                .bind(&rows.service[a..b])
+                .bind(&rows.scope[a..b])
+                .bind(&rows.time[a..b])
+                .bind(&rows.counted[a..b])
+                .bind(&rows.received[a..b])
+                .execute(&mut *tx)
+                .await?;
+        }
+    }
+    let n = facets.service.len();
+    for a in (0..n).step_by(UPSERT_SLICE) {
+        let b = (a + UPSERT_SLICE).min(n);
+        sqlx::query(
+            "INSERT INTO report_facets (service_id, hour, problem, country, city, counted)
+             SELECT * FROM UNNEST($1::int8[], $2::int8[], $3::text[], $4::text[], $5::text[],
+                                  $6::int8[])
+             ON CONFLICT (service_id, hour, problem, country, city) DO UPDATE
+             SET counted = report_facets.counted + EXCLUDED.counted",
+        )
+        .bind(&facets.service[a..b])
+        .bind(&facets.hour[a..b])
+        .bind(&facets.problem[a..b])
+        .bind(&facets.country[a..b])
+        .bind(&facets.city[a..b])
+        .bind(&facets.counted[a..b])
+        .execute(&mut *tx)
+        .await?;
+    }
+    Ok(())
+}
+
+#[async_trait]
+impl ImportSession for PgImport {
+    async fn get_service(&mut self, slug: &str) -> Result<Option<Service>> {
+        // NO KEY UPDATE: serialises with other changes to the service but
+        // not with the foreign-key checks of reports ingested meanwhile.
+        let q = format!("SELECT {SERVICE_COLUMNS} FROM services WHERE slug = $1 FOR NO KEY UPDATE");
+        sqlx::query_as::<_, ServiceRow>(&q)
+            .bind(slug)
+            .fetch_optional(&mut *self.tx)
+            .await?
+            .map(Service::try_from)
+            .transpose()
+    }
+
+    async fn create_service(&mut self, s: &NewService) -> Result<Service> {
+        let q = format!(
+            "INSERT INTO services (slug, name, category, url, problems) VALUES ($1, $2, $3, $4, $5)
+             RETURNING {SERVICE_COLUMNS}"
+        );
+        sqlx::query_as::<_, ServiceRow>(&q)
+            .bind(s.slug.as_str())
+            .bind(&s.name)
+            .bind(&s.category)
+            .bind(&s.url)
+            .bind(s.problems.to_stored())
+            .fetch_one(&mut *self.tx)
+            .await
+            .map_err(|e| {
+                if is_unique_violation(&e) {
+                    StoreError::Conflict(format!("service {} exists", s.slug))
+                } else {
+                    e.into()
+                }
+            })?
+            .try_into()
+    }
+
+    async fn update_service(
+        &mut self,
+        slug: &str,
+        patch: &ServicePatch,
+    ) -> Result<Option<Service>> {
+        let Some(mut s) = self.get_service(slug).await? else {
+            return Ok(None);
+        };
+        patch.apply(&mut s);
+        sqlx::query(
+            "UPDATE services SET name = $2, category = $3, url = $4, problems = $5, updated_at = now()
+             WHERE id = $1",
+        )
+        .bind(s.id)
+        .bind(&s.name)
+        .bind(&s.category)
+        .bind(&s.url)
+        .bind(s.problems.to_stored())
+        .execute(&mut *self.tx)
+        .await?;
+        Ok(Some(s))
+    }
+
+    async fn add_reports(&mut self, reports: &[ReportRecord]) -> Result<u64> {
+        if reports.is_empty() {
+            return Ok(0);
+        }
+        self.buf.clear();
+        for r in reports {
+            push_copy_row(&mut self.buf, r);
+        }
+        let mut copy = self.tx.copy_in_raw(COPY_REPORTS).await?;
+        copy.send(self.buf.as_slice()).await?;
+        // The server works through the rows while their sums are added here.
+        self.sums.add(reports);
+        let n = copy.finish().await?;
+        if self.sums.len() >= ImportSums::FLUSH_AT {
+            write_import_sums(&mut self.tx, &mut self.sums).await?;
+        }
+        Ok(n)
+    }
+
+    async fn commit(self: Box<Self>) -> Result<()> {
+        let PgImport {
+            mut tx, mut sums, ..
+        } = *self;
+        write_import_sums(&mut tx, &mut sums).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod import_tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use downwatch_core::{City, CountryCode, ProblemKind};
+
+    #[test]
+    fn copy_rows_escape_text_and_write_nulls_bytea_and_utc_times() {
+        let mut buf = Vec::new();
+        let mut r = ReportRecord {
+            service_id: 42,
+            problem: ProblemKind::parse("login").unwrap(),
+            country: Some(CountryCode::parse("FR").unwrap()),
+            city: City::parse(r"C:\Paris").unwrap(),
+            client_hash: [0xab; 16],
+            counted: true,
+            received_at: chrono::DateTime::from_timestamp(1_700_000_000, 5_000).unwrap(),
+        };
+        push_copy_row(&mut buf, &r);
+        r.country = None;
+        r.city = None;
+        r.counted = false;
+        r.client_hash = [0; 16];
+        r.received_at = chrono::DateTime::from_timestamp(-62_135_596_800 + 86_399, 0).unwrap();
+        push_copy_row(&mut buf, &r);
+        let text = String::from_utf8(buf).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(
+            lines[0],
+            format!(
+                "42\tlogin\tFR\tC:\\\\Paris\t\\\\x{}\tt\t2023-11-14 22:13:20.000005+00",
+                "ab".repeat(16)
+            )
+        );
+        assert_eq!(
+            lines[1],
+            format!(
+                "42\tlogin\t\\N\t\\N\t\\\\x{}\tf\t0001-01-01 23:59:59+00",
+                "0".repeat(32)
+            )
+        );
+        let mut esc = Vec::new();
+        push_copy_text(&mut esc, "a\tb\nc\rd\\");
+        assert_eq!(esc, b"a\\tb\\nc\\rd\\\\");
+    }
+
+    #[test]
+    fn a_scratch_database_url_keeps_the_server_and_options() {
+        assert_eq!(
+            with_database("postgres://u@h:5432/postgres?sslmode=disable", "dw_b_1").unwrap(),
+            "postgres://u@h:5432/dw_b_1?sslmode=disable"
+        );
+        assert_eq!(
+            with_database("postgresql://h", "x").unwrap(),
+            "postgresql://h/x"
+        );
+        assert!(with_database("postgres://h/db", "x\"; DROP").is_err());
     }
 }

@@ -1,10 +1,11 @@
 //! SQLite storage: the embedded default, one file, one process.
 
+use super::{FacetCount, ROLLUP_LEVELS, facets, merge_facets, rollup_for, rollups, split_hours};
+use super::{ImportSession, ImportSums};
 use super::{
     IncidentQuery, IncidentRecord, IncidentRow, IncidentWrite, MinuteCount, OpenIncident, Result,
     ScopeLevel, ScopeStateRow, ServiceRow, Storage, StoreError, is_unique_violation,
 };
-use super::{FacetCount, ROLLUP_LEVELS, facets, merge_facets, rollup_for, rollups, split_hours};
 use async_trait::async_trait;
 use downwatch_core::{NewService, ReportRecord, Service, ServicePatch};
 use sqlx::Row;
@@ -402,6 +403,17 @@ impl Storage for SqliteStore {
         .await?)
     }
 
+    async fn scope_state(&self, service_id: i64, scope: &str) -> Result<Option<ScopeStateRow>> {
+        Ok(sqlx::query_as(
+            "SELECT service_id, scope, last_minute, level, expected, incident_id, state
+             FROM detector_scopes WHERE service_id = ? AND scope = ?",
+        )
+        .bind(service_id)
+        .bind(scope)
+        .fetch_optional(&self.pool)
+        .await?)
+    }
+
     async fn save_detection(
         &self,
         incidents: &[IncidentWrite],
@@ -555,6 +567,19 @@ impl Storage for SqliteStore {
         Ok(merge_facets(rows))
     }
 
+    async fn begin_import(&self) -> Result<Box<dyn ImportSession>> {
+        Ok(Box::new(SqliteImport {
+            tx: self.pool.begin_with("BEGIN IMMEDIATE").await?,
+            sums: ImportSums::default(),
+            insert_full: values_sql(
+                IMPORT_REPORTS_HEAD,
+                "(?, ?, ?, ?, ?, ?, ?)",
+                IMPORT_ROWS_PER_STATEMENT,
+                "",
+            ),
+        }))
+    }
+
     async fn get_meta(&self, key: &str) -> Result<Option<String>> {
         Ok(sqlx::query_scalar("SELECT value FROM meta WHERE key = ?")
             .bind(key)
@@ -571,6 +596,220 @@ impl Storage for SqliteStore {
         .bind(value)
         .execute(&self.pool)
         .await?;
+        Ok(())
+    }
+}
+
+/// Rows per multi-row INSERT of an import (7 parameters each for reports).
+const IMPORT_ROWS_PER_STATEMENT: usize = 100;
+
+/// `head` followed by `n` copies of `row`, comma-separated, then `tail`.
+fn values_sql(head: &str, row: &str, n: usize, tail: &str) -> String {
+    let mut sql = String::with_capacity(head.len() + n * (row.len() + 1) + tail.len());
+    sql.push_str(head);
+    for i in 0..n {
+        if i > 0 {
+            sql.push(',');
+        }
+        sql.push_str(row);
+    }
+    sql.push_str(tail);
+    sql
+}
+
+const IMPORT_REPORTS_HEAD: &str = "INSERT INTO reports (service_id, problem, country, city, client_hash, counted, received_at) VALUES ";
+
+fn rollup_upsert_tail(table: &str, column: &str) -> String {
+    format!(
+        " ON CONFLICT (service_id, scope, {column}) DO UPDATE
+         SET counted = {table}.counted + excluded.counted,
+             received = {table}.received + excluded.received"
+    )
+}
+
+const FACET_UPSERT_HEAD: &str =
+    "INSERT INTO report_facets (service_id, hour, problem, country, city, counted) VALUES ";
+const FACET_UPSERT_TAIL: &str = " ON CONFLICT (service_id, hour, problem, country, city) DO UPDATE
+     SET counted = report_facets.counted + excluded.counted";
+
+/// An import into SQLite: one write transaction (`BEGIN IMMEDIATE`),
+/// multi-row prepared INSERTs, rollups summed in memory and upserted the
+/// same way.
+struct SqliteImport {
+    tx: sqlx::Transaction<'static, sqlx::Sqlite>,
+    sums: ImportSums,
+    /// The INSERT of a full statement's worth of reports.
+    insert_full: String,
+}
+
+/// Upserts an import's sums, tables and rows in the order `write_rollups`
+/// writes them.
+async fn write_import_sums(tx: &mut SqliteConnection, sums: &mut ImportSums) -> Result<()> {
+    const N: usize = IMPORT_ROWS_PER_STATEMENT;
+    let (levels, facets) = sums.take();
+    for ((table, column, _), rows) in ROLLUP_LEVELS.iter().zip(levels) {
+        let head =
+            format!("INSERT INTO {table} (service_id, scope, {column}, counted, received) VALUES ");
+        let tail = rollup_upsert_tail(table, column);
+        let full = values_sql(&head, "(?, ?, ?, ?, ?)", N, &tail);
+        let len = rows.service.len();
+        for a in (0..len).step_by(N) {
+            let b = (a + N).min(len);
+            let partial;
+            let sql = if b - a == N {
+                &full
+            } else {
+                partial = values_sql(&head, "(?, ?, ?, ?, ?)", b - a, &tail);
+                &partial
+            };
+            let mut q = sqlx::query(sql);
+            for i in a..b {
+                q = q
+                    .bind(rows.service[i])
+                    .bind(rows.scope[i].as_str())
+                    .bind(rows.time[i])
+                    .bind(rows.counted[i])
+                    .bind(rows.received[i]);
+            }
+            q.execute(&mut *tx).await?;
+        }
+    }
+    let full = values_sql(
+        FACET_UPSERT_HEAD,
+        "(?, ?, ?, ?, ?, ?)",
+        N,
+        FACET_UPSERT_TAIL,
+    );
+    let len = facets.service.len();
+    for a in (0..len).step_by(N) {
+        let b = (a + N).min(len);
+        let partial;
+        let sql = if b - a == N {
+            &full
+        } else {
+            partial = values_sql(
+                FACET_UPSERT_HEAD,
+                "(?, ?, ?, ?, ?, ?)",
+                b - a,
+                FACET_UPSERT_TAIL,
+            );
+            &partial
+        };
+        let mut q = sqlx::query(sql);
+        for i in a..b {
+            q = q
+                .bind(facets.service[i])
+                .bind(facets.hour[i])
+                .bind(facets.problem[i].as_str())
+                .bind(facets.country[i].as_str())
+                .bind(facets.city[i].as_str())
+                .bind(facets.counted[i]);
+        }
+        q.execute(&mut *tx).await?;
+    }
+    Ok(())
+}
+
+#[async_trait]
+impl ImportSession for SqliteImport {
+    async fn get_service(&mut self, slug: &str) -> Result<Option<Service>> {
+        // The write transaction already excludes every other writer.
+        let q = format!("SELECT {SERVICE_COLUMNS} FROM services WHERE slug = ?");
+        sqlx::query_as::<_, ServiceRow>(&q)
+            .bind(slug)
+            .fetch_optional(&mut *self.tx)
+            .await?
+            .map(Service::try_from)
+            .transpose()
+    }
+
+    async fn create_service(&mut self, s: &NewService) -> Result<Service> {
+        let now = now_micros();
+        let q = format!(
+            "INSERT INTO services (slug, name, category, url, problems, created_at, updated_at)
+             VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING {SERVICE_COLUMNS}"
+        );
+        sqlx::query_as::<_, ServiceRow>(&q)
+            .bind(s.slug.as_str())
+            .bind(&s.name)
+            .bind(&s.category)
+            .bind(&s.url)
+            .bind(s.problems.to_stored())
+            .bind(now)
+            .bind(now)
+            .fetch_one(&mut *self.tx)
+            .await
+            .map_err(|e| {
+                if is_unique_violation(&e) {
+                    StoreError::Conflict(format!("service {} exists", s.slug))
+                } else {
+                    e.into()
+                }
+            })?
+            .try_into()
+    }
+
+    async fn update_service(
+        &mut self,
+        slug: &str,
+        patch: &ServicePatch,
+    ) -> Result<Option<Service>> {
+        let Some(mut s) = self.get_service(slug).await? else {
+            return Ok(None);
+        };
+        patch.apply(&mut s);
+        sqlx::query(
+            "UPDATE services SET name = ?, category = ?, url = ?, problems = ?, updated_at = ?
+             WHERE id = ?",
+        )
+        .bind(&s.name)
+        .bind(&s.category)
+        .bind(&s.url)
+        .bind(s.problems.to_stored())
+        .bind(now_micros())
+        .bind(s.id)
+        .execute(&mut *self.tx)
+        .await?;
+        Ok(Some(s))
+    }
+
+    async fn add_reports(&mut self, reports: &[ReportRecord]) -> Result<u64> {
+        const ROW: &str = "(?, ?, ?, ?, ?, ?, ?)";
+        let mut written = 0;
+        for chunk in reports.chunks(IMPORT_ROWS_PER_STATEMENT) {
+            let partial;
+            let sql = if chunk.len() == IMPORT_ROWS_PER_STATEMENT {
+                &self.insert_full
+            } else {
+                partial = values_sql(IMPORT_REPORTS_HEAD, ROW, chunk.len(), "");
+                &partial
+            };
+            let mut q = sqlx::query(sql);
+            for r in chunk {
+                q = q
+                    .bind(r.service_id)
+                    .bind(r.problem.as_str())
+                    .bind(r.country.as_ref().map(|c| c.as_str()))
+                    .bind(r.city.as_ref().map(|c| c.as_str()))
+                    .bind(&r.client_hash[..])
+                    .bind(r.counted)
+                    .bind(r.received_at.timestamp_micros());
+            }
+            written += q.execute(&mut *self.tx).await?.rows_affected();
+        }
+        self.sums.add(reports);
+        if self.sums.len() >= ImportSums::FLUSH_AT {
+            write_import_sums(&mut self.tx, &mut self.sums).await?;
+        }
+        Ok(written)
+    }
+
+    async fn commit(self: Box<Self>) -> Result<()> {
+        let SqliteImport {
+            mut tx, mut sums, ..
+        } = *self;
+        write_import_sums(&mut tx, &mut sums).await?;
+        tx.commit().await?;
         Ok(())
     }
 }

@@ -26,7 +26,8 @@ mod series;
 pub use baseline::{Baseline, Expectation, FleetProfile, hour_of, weekday_of};
 pub use params::{DetectorParams, ParamsError};
 pub use scope::{
-    DetectorError, Incident, IncidentEvent, ScopeDetector, Step, Transition, nb_llr, poisson_llr,
+    DetectorError, Incident, IncidentEvent, ScopeDetector, Step, Transition, nb_llr,
+    open_threshold, poisson_llr,
 };
 pub use series::{detect_series, detect_series_with, to_minutes};
 

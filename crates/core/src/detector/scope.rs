@@ -198,6 +198,36 @@ fn window_size_k(w: f64, e: &Expectation, params: &DetectorParams) -> f64 {
     1.0 / (e.inv_r / w + 1.0 / (e.level_reports + params.level_prior_reports))
 }
 
+/// The count a window of `minutes` minutes expecting `mu` reports in total
+/// must reach for the opening test to fire (charts draw it as the top of
+/// the normal range): the least `x` with `x >= open_min_count`,
+/// `x >= open_min_ratio * mu` and a negative-binomial likelihood ratio of at
+/// least `open_g`. `e` is the expectation of one of its minutes (dispersion
+/// and how well the level is known).
+pub fn open_threshold(mu: f64, minutes: f64, e: &Expectation, params: &DetectorParams) -> f64 {
+    let mu = mu.max(params.floor_per_min * minutes.max(1.0));
+    let k = window_size_k(minutes.max(1.0), e, params);
+    let floor = f64::from(params.open_min_count).max(params.open_min_ratio * mu);
+    if nb_llr(floor, mu, k) >= params.open_g {
+        return floor;
+    }
+    // The ratio grows with x above mu: bisect on it.
+    let (mut lo, mut hi) = (floor, floor.max(mu) * 2.0 + 10.0);
+    while nb_llr(hi, mu, k) < params.open_g && hi < 1e12 {
+        lo = hi;
+        hi *= 2.0;
+    }
+    for _ in 0..60 {
+        let mid = 0.5 * (lo + hi);
+        if nb_llr(mid, mu, k) >= params.open_g {
+            hi = mid;
+        } else {
+            lo = mid;
+        }
+    }
+    hi.ceil()
+}
+
 /// The strongest evidence of a rise over the windows, as booleans.
 #[derive(Debug, Clone, Copy, Default)]
 struct Verdict {

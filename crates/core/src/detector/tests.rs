@@ -577,3 +577,21 @@ proptest! {
         prop_assert!((big - pois).abs() <= 1e-6 * pois.max(1.0));
     }
 }
+
+#[test]
+fn the_open_threshold_is_the_least_count_that_passes_every_gate() {
+    use super::{Expectation, open_threshold};
+    let p = DetectorParams::default();
+    let det = ScopeDetector::new();
+    let e: Expectation = det.baseline().expected(0, &FleetProfile::flat(), &p);
+    for (mu, minutes) in [(0.001, 1.0), (5.0, 15.0), (60.0, 60.0), (5000.0, 60.0)] {
+        let t = open_threshold(mu, minutes, &e, &p);
+        assert!(t >= f64::from(p.open_min_count), "{mu}: {t}");
+        assert!(t >= p.open_min_ratio * mu, "{mu}: {t}");
+        assert!(t.is_finite() && t == t.ceil());
+    }
+    // More expected, higher threshold.
+    let a = open_threshold(10.0, 15.0, &e, &p);
+    let b = open_threshold(100.0, 15.0, &e, &p);
+    assert!(b > a, "{a} {b}");
+}
