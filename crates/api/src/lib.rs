@@ -6,7 +6,10 @@ pub mod auth;
 pub mod body;
 pub mod catalogue;
 pub mod client_ip;
+pub mod events;
 pub mod metrics;
+pub mod openapi;
+pub mod pages;
 pub mod problem;
 pub mod ratelimit;
 pub mod routes;
@@ -25,6 +28,12 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     routes::services::config(cfg);
     routes::reports::config(cfg);
     routes::series::config(cfg);
+    routes::status::config(cfg);
+    routes::incidents::config(cfg);
+    routes::chart::config(cfg);
+    routes::stream::config(cfg);
+    openapi::config(cfg);
+    pages::config(cfg);
 }
 
 /// The whole application: routes, error shape, metrics and headers.

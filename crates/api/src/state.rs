@@ -48,6 +48,8 @@ pub struct AppState {
     pub admin: AdminToken,
     pub metrics: Metrics,
     pub config: ApiConfig,
+    /// The detector's events, for `/api/v1/stream`.
+    pub events: crate::events::EventHub,
 }
 
 impl AppState {

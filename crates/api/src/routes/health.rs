@@ -14,11 +14,34 @@ pub fn config(cfg: &mut web::ServiceConfig) {
 }
 
 /// 200 while the process runs.
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    tag = "system",
+    operation_id = "healthz",
+    summary = "Liveness",
+    responses((status = 200, description = "The process runs", body = crate::openapi::HealthResponse)),
+)]
 async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(json!({"status": "ok"}))
 }
 
 /// 200 when the database and the window store answer; 503 naming what does not.
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    tag = "system",
+    operation_id = "readyz",
+    summary = "Readiness",
+    description = "200 when the database and the window store answer within 2 s; \
+                   503 naming the one that does not.",
+    responses(
+        (status = 200, description = "Both answer", body = crate::openapi::ReadyResponse),
+        (status = 503, description = "One of them does not answer: a problem document with the checks",
+            body = crate::openapi::NotReadyProblem, content_type = "application/problem+json",
+            headers(("Retry-After" = u64, description = "Seconds to wait before asking again"))),
+    ),
+)]
 async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     let limit = Duration::from_secs(2);
     let db = matches!(
@@ -55,6 +78,21 @@ async fn readyz(state: web::Data<AppState>) -> HttpResponse {
 }
 
 /// Prometheus text format.
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "system",
+    operation_id = "metrics",
+    summary = "Metrics",
+    description = "Prometheus/OpenMetrics text: requests by route and status, reports received, \
+                   counted and rejected by reason, ingest queue depth and flush latency, detector \
+                   tick duration, open incidents.",
+    responses(
+        (status = 200, description = "The metrics, in the OpenMetrics text format",
+            body = String, content_type = "application/openmetrics-text; version=1.0.0; charset=utf-8"),
+        (status = 500, response = crate::openapi::InternalError),
+    ),
+)]
 async fn metrics(state: web::Data<AppState>) -> HttpResponse {
     state
         .metrics

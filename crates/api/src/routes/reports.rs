@@ -4,13 +4,14 @@
 //! rate limit → service → media type and size → fields → client hash →
 //! queue → commit. Only a committed report is answered 201.
 
-use crate::body::read_object;
+use crate::body::{Fields, read_object};
 use crate::problem::ApiError;
 use crate::state::AppState;
 use actix_web::{HttpRequest, HttpResponse, web};
-use downwatch_core::{City, CountryCode};
+use downwatch_core::{City, CountryCode, ProblemKind, Service};
 use downwatch_ingest::{CommitError, Submission, SubmitError};
 use serde::Serialize;
+use std::sync::Arc;
 
 pub fn config(cfg: &mut web::ServiceConfig) {
     cfg.service(web::resource("/api/v1/services/{slug}/reports").post(submit));
@@ -33,14 +34,76 @@ struct Created<'a> {
 }
 
 /// `POST /api/v1/services/{slug}/reports`.
+#[utoipa::path(
+    post,
+    path = "/api/v1/services/{slug}/reports",
+    tag = "reports",
+    operation_id = "submitReport",
+    summary = "Report a problem",
+    description = "Reports a problem with a service. A 201 means the report is in the database; \
+                   when it cannot be stored now the answer is 503, never 201. Each client (by IP \
+                   address) is rate-limited. The body must be JSON of at most 4 KiB.",
+    params(("slug" = String, Path, description = "The service's slug")),
+    request_body(content = crate::openapi::ReportRequest, content_type = "application/json"),
+    responses(
+        (status = 201, description = "Stored", body = crate::openapi::ReportResponse),
+        (status = 400, response = crate::openapi::BadRequest),
+        (status = 404, response = crate::openapi::NotFound),
+        (status = 413, response = crate::openapi::PayloadTooLarge),
+        (status = 415, response = crate::openapi::UnsupportedMediaType),
+        (status = 422, response = crate::openapi::ValidationFailed),
+        (status = 429, response = crate::openapi::RateLimited),
+        (status = 503, response = crate::openapi::Unavailable),
+        (status = 500, response = crate::openapi::InternalError),
+    ),
+)]
 async fn submit(
     state: web::Data<AppState>,
     req: HttpRequest,
     slug: web::Path<String>,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
+    let stored = ingest(&state, &req, &slug, ReportBody::Json(payload)).await?;
+    Ok(HttpResponse::Created().json(Created {
+        id: stored.id,
+        service: stored.service.slug.as_str(),
+        problem: stored.problem.as_str(),
+        country: stored.country,
+        city: stored.city.as_ref().map(City::as_str),
+        counted: stored.counted,
+        received_at: stored
+            .received_at
+            .to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+    }))
+}
+
+/// The body of a report: the API's JSON, or the fields of a page's form.
+pub enum ReportBody {
+    Json(web::Payload),
+    Fields(Fields),
+}
+
+/// A report in the database.
+pub struct Stored {
+    pub id: i64,
+    pub service: Arc<Service>,
+    pub problem: ProblemKind,
+    pub country: Option<CountryCode>,
+    pub city: Option<City>,
+    pub counted: bool,
+    pub received_at: chrono::DateTime<chrono::Utc>,
+}
+
+/// The path of every report, from the API or from a page: counted as
+/// received, then each step may refuse it with a counted reason.
+pub async fn ingest(
+    state: &AppState,
+    req: &HttpRequest,
+    slug: &str,
+    body: ReportBody,
+) -> Result<Stored, ApiError> {
     state.metrics.reports_received.inc();
-    let result = accept(&state, &req, &slug, payload).await;
+    let result = accept(state, req, slug, body).await;
     if let Err(e) = &result {
         state.metrics.rejected(reason(e));
     }
@@ -51,8 +114,8 @@ async fn accept(
     state: &AppState,
     req: &HttpRequest,
     slug: &str,
-    payload: web::Payload,
-) -> Result<HttpResponse, ApiError> {
+    body: ReportBody,
+) -> Result<Stored, ApiError> {
     let ip = state.client_ip(req);
     state
         .limiter
@@ -62,7 +125,10 @@ async fn accept(
         })?;
     let service = state.service(slug).await?;
 
-    let mut f = read_object(req, payload).await?;
+    let mut f = match body {
+        ReportBody::Json(payload) => read_object(req, payload).await?,
+        ReportBody::Fields(f) => f,
+    };
     let problem = f.required_string("problem").and_then(|p| {
         if let Some(kind) = service.problems.iter().find(|k| k.as_str() == p) {
             Some(kind.clone())
@@ -139,15 +205,15 @@ async fn accept(
         Ok(Ok(Ok(a))) => a,
         Ok(Ok(Err(CommitError::Unavailable))) | Ok(Err(_)) | Err(_) => return Err(not_stored),
     };
-    Ok(HttpResponse::Created().json(Created {
+    Ok(Stored {
         id: accepted.id,
-        service: service.slug.as_str(),
-        problem: problem.as_str(),
+        service,
+        problem,
         country,
-        city: city.as_ref().map(City::as_str),
+        city,
         counted: accepted.counted,
-        received_at: received_at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
-    }))
+        received_at,
+    })
 }
 
 /// The label a refused report is counted under in `downwatch_reports_rejected`.

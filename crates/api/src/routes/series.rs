@@ -5,6 +5,7 @@ use crate::state::AppState;
 use actix_web::{HttpResponse, web};
 use chrono::{DateTime, SecondsFormat, Utc};
 use downwatch_core::{CountryCode, GLOBAL_SCOPE};
+use downwatch_detector::model::ScopeModel;
 use serde::{Deserialize, Serialize};
 
 pub fn config(cfg: &mut web::ServiceConfig) {
@@ -18,24 +19,81 @@ pub const MAX_POINTS: i64 = 10_000;
 const DEFAULT_STEP: i64 = 900;
 const DEFAULT_RANGE: i64 = 86_400;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct SeriesQuery {
+    /// Start (RFC 3339), rounded down to the step; default: 24 hours before `to`.
+    #[param(format = DateTime)]
     from: Option<String>,
+    /// End (RFC 3339), rounded up to the step; default: now.
+    #[param(format = DateTime)]
     to: Option<String>,
+    /// Bucket width in seconds; default 900. At most 10,000 buckets a request.
+    #[param(value_type = Option<crate::openapi::Step>, inline)]
     step: Option<String>,
+    /// Only reports from this country (ISO 3166-1 alpha-2, upper case).
+    #[param(pattern = "^[A-Z]{2}$")]
     country: Option<String>,
 }
 
-#[derive(Serialize)]
-struct Point {
-    t: String,
-    reports: i64,
-    /// Filled by the detector once it has learnt a baseline for the service.
-    baseline: Option<f64>,
-    threshold: Option<f64>,
+#[derive(Debug, Clone, Serialize)]
+pub struct Point {
+    pub t: String,
+    /// Bucket start, unix seconds (not serialised).
+    #[serde(skip)]
+    pub secs: i64,
+    pub reports: i64,
+    /// Expected reports in the bucket, as the detector has learnt them;
+    /// `null` until the detector has seen the scope.
+    pub baseline: Option<f64>,
+    /// The count at which the detector would open an incident.
+    pub threshold: Option<f64>,
 }
 
-fn parse_time(field: &str, s: &str) -> Result<DateTime<Utc>, ApiError> {
+/// The points of `[from, to)` at `step` for one scope: counts from the
+/// rollups, baseline and threshold from the scope's saved detector.
+pub async fn points(
+    state: &AppState,
+    service_id: i64,
+    scope: &str,
+    range: &Range,
+) -> Result<Vec<Point>, ApiError> {
+    let counts = state
+        .storage
+        .counts(service_id, scope, range.from, range.to, range.step)
+        .await?;
+    let n = ((range.to - range.from) / range.step) as usize;
+    let model = ScopeModel::load(state.storage.as_ref(), service_id, scope).await?;
+    let expected = model.map(|m| m.buckets(range.from, range.step, n));
+    let mut counts = counts.into_iter().peekable();
+    let mut points = Vec::with_capacity(n);
+    let mut t = range.from;
+    let round = |x: f64| (x * 100.0).round() / 100.0;
+    for i in 0..n {
+        let reports = match counts.peek() {
+            Some(&(bucket, n)) if bucket == t => {
+                counts.next();
+                n
+            }
+            _ => 0,
+        };
+        let (baseline, threshold) = match &expected {
+            Some(e) => (Some(round(e[i].0)), Some(e[i].1)),
+            None => (None, None),
+        };
+        points.push(Point {
+            t: rfc3339(t),
+            secs: t,
+            reports,
+            baseline,
+            threshold,
+        });
+        t += range.step;
+    }
+    Ok(points)
+}
+
+pub fn parse_time(field: &str, s: &str) -> Result<DateTime<Utc>, ApiError> {
     DateTime::parse_from_rfc3339(s)
         .map(|t| t.with_timezone(&Utc))
         .map_err(|_| {
@@ -46,7 +104,7 @@ fn parse_time(field: &str, s: &str) -> Result<DateTime<Utc>, ApiError> {
         })
 }
 
-fn rfc3339(secs: i64) -> String {
+pub fn rfc3339(secs: i64) -> String {
     DateTime::from_timestamp(secs, 0)
         .unwrap_or_default()
         .to_rfc3339_opts(SecondsFormat::Secs, true)
@@ -98,6 +156,23 @@ pub fn parse_range(
 }
 
 /// `GET /api/v1/services/{slug}/series?from=&to=&step=&country=`.
+#[utoipa::path(
+    get,
+    path = "/api/v1/services/{slug}/series",
+    tag = "status",
+    operation_id = "getSeries",
+    summary = "A service's reports over time",
+    description = "Counted reports per bucket with the detector's baseline and threshold; \
+                   by default the last 24 hours at 15-minute steps.",
+    params(("slug" = String, Path, description = "The service's slug"), SeriesQuery),
+    responses(
+        (status = 200, description = "The series", body = crate::openapi::SeriesResponse),
+        (status = 400, response = crate::openapi::BadRequest),
+        (status = 404, response = crate::openapi::NotFound),
+        (status = 503, response = crate::openapi::Unavailable),
+        (status = 500, response = crate::openapi::InternalError),
+    ),
+)]
 async fn series(
     state: web::Data<AppState>,
     slug: web::Path<String>,
@@ -116,29 +191,7 @@ async fn series(
         .map(|c| CountryCode::parse(c).map_err(|e| ApiError::bad_param("country", e)))
         .transpose()?;
     let scope = country.map_or(GLOBAL_SCOPE.to_owned(), |c| c.as_str().to_owned());
-    let counts = state
-        .storage
-        .counts(service.id, &scope, range.from, range.to, range.step)
-        .await?;
-    let mut counts = counts.into_iter().peekable();
-    let mut points = Vec::with_capacity(((range.to - range.from) / range.step) as usize);
-    let mut t = range.from;
-    while t < range.to {
-        let reports = match counts.peek() {
-            Some(&(bucket, n)) if bucket == t => {
-                counts.next();
-                n
-            }
-            _ => 0,
-        };
-        points.push(Point {
-            t: rfc3339(t),
-            reports,
-            baseline: None,
-            threshold: None,
-        });
-        t += range.step;
-    }
+    let points = points(&state, service.id, &scope, &range).await?;
     Ok(HttpResponse::Ok().json(serde_json::json!({
         "service": service.slug.as_str(),
         "country": country,

@@ -82,13 +82,33 @@ pub fn view<'a>(s: &'a Service, statuses: &HashMap<i64, StatusView>) -> ServiceV
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct ListQuery {
+    /// Search: services whose name or slug contains this (case-insensitive,
+    /// trimmed; at most 100 characters).
+    #[param(max_length = 100)]
     q: Option<String>,
+    /// Only services of this category (case-insensitive).
     category: Option<String>,
 }
 
 /// `GET /api/v1/services?q=&category=`: the catalogue, each with its status.
+#[utoipa::path(
+    get,
+    path = "/api/v1/services",
+    tag = "services",
+    operation_id = "listServices",
+    summary = "List and search services",
+    description = "The catalogue, sorted by slug, each service with its current status.",
+    params(ListQuery),
+    responses(
+        (status = 200, description = "The matching services", body = crate::openapi::ServiceList),
+        (status = 400, response = crate::openapi::BadRequest),
+        (status = 503, response = crate::openapi::Unavailable),
+        (status = 500, response = crate::openapi::InternalError),
+    ),
+)]
 async fn list(
     state: web::Data<AppState>,
     query: web::Query<ListQuery>,
@@ -119,6 +139,21 @@ async fn list(
 }
 
 /// `GET /api/v1/services/{slug}`.
+#[utoipa::path(
+    get,
+    path = "/api/v1/services/{slug}",
+    tag = "services",
+    operation_id = "getService",
+    summary = "One service",
+    description = "One service with its current status.",
+    params(("slug" = String, Path, description = "The service's slug")),
+    responses(
+        (status = 200, description = "The service", body = crate::openapi::Service),
+        (status = 404, response = crate::openapi::NotFound),
+        (status = 503, response = crate::openapi::Unavailable),
+        (status = 500, response = crate::openapi::InternalError),
+    ),
+)]
 async fn get_one(
     state: web::Data<AppState>,
     slug: web::Path<String>,
@@ -129,6 +164,30 @@ async fn get_one(
 }
 
 /// `POST /api/v1/services` (admin): 201, or 409 on an existing slug.
+#[utoipa::path(
+    post,
+    path = "/api/v1/services",
+    tag = "services",
+    operation_id = "createService",
+    summary = "Create a service (admin)",
+    description = "Adds a service to the catalogue. The body is read only with a valid admin \
+                   token; it must be JSON of at most 4 KiB.",
+    request_body(content = crate::openapi::ServiceCreate, content_type = "application/json"),
+    security(("admin_token" = [])),
+    responses(
+        (status = 201, description = "Created", body = crate::openapi::Service,
+            headers(("Location" = String, description = "`/api/v1/services/{slug}`"))),
+        (status = 400, response = crate::openapi::BadRequest),
+        (status = 401, response = crate::openapi::Unauthorized),
+        (status = 403, response = crate::openapi::Forbidden),
+        (status = 409, response = crate::openapi::Conflict),
+        (status = 413, response = crate::openapi::PayloadTooLarge),
+        (status = 415, response = crate::openapi::UnsupportedMediaType),
+        (status = 422, response = crate::openapi::ValidationFailed),
+        (status = 503, response = crate::openapi::Unavailable),
+        (status = 500, response = crate::openapi::InternalError),
+    ),
+)]
 async fn create(
     state: web::Data<AppState>,
     req: HttpRequest,
@@ -180,6 +239,30 @@ async fn create(
 }
 
 /// `PATCH /api/v1/services/{slug}` (admin): rename, recategorise, change problem kinds.
+#[utoipa::path(
+    patch,
+    path = "/api/v1/services/{slug}",
+    tag = "services",
+    operation_id = "updateService",
+    summary = "Change a service (admin)",
+    description = "Renames, recategorises or changes the problem kinds of a service; members \
+                   left out are kept. The slug cannot change.",
+    params(("slug" = String, Path, description = "The service's slug")),
+    request_body(content = crate::openapi::ServicePatch, content_type = "application/json"),
+    security(("admin_token" = [])),
+    responses(
+        (status = 200, description = "The service as changed", body = crate::openapi::Service),
+        (status = 400, response = crate::openapi::BadRequest),
+        (status = 401, response = crate::openapi::Unauthorized),
+        (status = 403, response = crate::openapi::Forbidden),
+        (status = 404, response = crate::openapi::NotFound),
+        (status = 413, response = crate::openapi::PayloadTooLarge),
+        (status = 415, response = crate::openapi::UnsupportedMediaType),
+        (status = 422, response = crate::openapi::ValidationFailed),
+        (status = 503, response = crate::openapi::Unavailable),
+        (status = 500, response = crate::openapi::InternalError),
+    ),
+)]
 async fn update(
     state: web::Data<AppState>,
     req: HttpRequest,
