@@ -2,9 +2,12 @@
 //! commands, so integration tests can start real servers in process.
 
 pub mod bench;
+pub mod bench_import;
+pub mod bench_read;
 pub mod catalogue;
 pub mod config;
 pub mod detect;
 pub mod detect_series;
+pub mod import;
 pub mod startup;
 pub mod telemetry;

@@ -32,6 +32,43 @@ enum BenchCommand {
         #[arg(long, default_value_t = 1_000, value_parser = clap::value_parser!(u32).range(1..=100_000))]
         live_services: u32,
     },
+    /// `downwatch import` into PostgreSQL (a throwaway database) and SQLite,
+    /// against storing the same reports one at a time.
+    Import {
+        /// Rows of the generated import file.
+        #[arg(long, default_value_t = 1_000_000, value_parser = clap::value_parser!(u64).range(1..=100_000_000))]
+        rows: u64,
+        /// Reports stored one at a time on PostgreSQL (a tenth on SQLite).
+        #[arg(long, default_value_t = 20_000, value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
+        sample: u64,
+        /// Services the reports are spread over.
+        #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..=100_000))]
+        services: u64,
+        /// Days the reports span.
+        #[arg(long, default_value_t = 28, value_parser = clap::value_parser!(i64).range(1..=3650))]
+        days: i64,
+        /// The PostgreSQL server (a URL to any database on it); default
+        /// `DATABASE_URL` when it names PostgreSQL, else the local server.
+        #[arg(long)]
+        database_url: Option<String>,
+    },
+    /// Series from the rollups against the same buckets from the raw
+    /// reports, over a year for 100 services in PostgreSQL (a throwaway
+    /// database), while ingestion runs.
+    Read {
+        /// Reports per service over the year.
+        #[arg(long, default_value_t = 120_000, value_parser = clap::value_parser!(u32).range(1..=10_000_000))]
+        per_service: u32,
+        /// Services.
+        #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+        services: u32,
+        /// Reports a second ingested during the reads.
+        #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(0..=100_000))]
+        ingest: u32,
+        /// The PostgreSQL server (a URL to any database on it).
+        #[arg(long)]
+        database_url: Option<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -45,6 +82,19 @@ enum Command {
     Serve,
     /// Apply migrations to the configured database and exit.
     Migrate,
+    /// Bulk-load historical reports from a CSV file with the header
+    /// service,problem,country,city,reported_at (columns in any order; empty
+    /// country and city allowed; times RFC 3339 or `YYYY-MM-DD HH:MM:SS` UTC).
+    /// Unknown services are created and new problem kinds added to services;
+    /// a bad row is named by line and field and nothing of the file is
+    /// stored. Prints a JSON summary: rows, services_created, problems_added
+    /// (kinds added to services that existed). The file is loaded in one
+    /// transaction: on SQLite that holds the write lock throughout, so run
+    /// it while the server is stopped or quiet.
+    Import {
+        /// The CSV file.
+        file: PathBuf,
+    },
     /// Run the detector over stored history and write the incidents it finds
     /// (replacing those it recomputes; running it again changes nothing).
     Detect {
@@ -109,6 +159,78 @@ async fn main() -> ExitCode {
             }
         };
     }
+    if let Command::Bench {
+        what:
+            BenchCommand::Import {
+                rows,
+                sample,
+                services,
+                days,
+                database_url,
+            },
+    } = &cli.command
+    {
+        let server_url = database_url
+            .clone()
+            .or_else(|| {
+                std::env::var("DATABASE_URL")
+                    .ok()
+                    .filter(|u| u.starts_with("postgres://") || u.starts_with("postgresql://"))
+            })
+            .unwrap_or_else(|| downwatch::bench_import::DEFAULT_SERVER.to_owned());
+        let b = downwatch::bench_import::ImportBench {
+            rows: *rows as usize,
+            sample: *sample as usize,
+            services: *services as usize,
+            days: *days,
+            server_url,
+        };
+        return match downwatch::bench_import::import(&b).await {
+            Ok(table) => {
+                #[allow(clippy::print_stdout)]
+                {
+                    println!("{table}");
+                }
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("downwatch: {e:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    if let Command::Bench {
+        what:
+            BenchCommand::Read {
+                per_service,
+                services,
+                ingest,
+                database_url,
+            },
+    } = &cli.command
+    {
+        let b = downwatch::bench_read::ReadBench {
+            database_url: database_url
+                .clone()
+                .unwrap_or_else(|| downwatch::bench_import::DEFAULT_SERVER.to_owned()),
+            services: *services,
+            per_service: *per_service,
+            ingest_per_sec: *ingest,
+        };
+        return match downwatch::bench_read::read(&b).await {
+            Ok(table) => {
+                #[allow(clippy::print_stdout)]
+                {
+                    println!("{table}");
+                }
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("downwatch: {e:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let settings = match Settings::from_env() {
         Ok(s) => s,
         Err(e) => {
@@ -123,6 +245,7 @@ async fn main() -> ExitCode {
             tracing::info!(database = s.backend(), "migrations applied");
         }),
         Command::Detect { from, to, service } => detect(&settings, &from, &to, service).await,
+        Command::Import { file } => import(&settings, &file).await,
         Command::DetectSeries { .. } | Command::Bench { .. } => Ok(()),
     };
     match result {
@@ -173,6 +296,22 @@ async fn detect(
             "{{\"services\":{},\"incidents\":{},\"replaced\":{}}}",
             summary.services, summary.incidents, summary.replaced
         );
+    }
+    Ok(())
+}
+
+async fn import(settings: &Settings, file: &std::path::Path) -> anyhow::Result<()> {
+    let storage = connect_storage(settings).await?;
+    let summary = downwatch::import::run(storage.as_ref(), file).await?;
+    tracing::info!(
+        rows = summary.rows,
+        services_created = summary.services_created,
+        problems_added = summary.problems_added,
+        "import done"
+    );
+    #[allow(clippy::print_stdout)]
+    {
+        println!("{}", serde_json::to_string(&summary)?);
     }
     Ok(())
 }

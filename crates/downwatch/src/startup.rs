@@ -115,7 +115,11 @@ impl Application {
             .refresh()
             .await
             .context("loading the service catalogue")?;
+        let events = downwatch_api::events::EventHub::start(&windows)
+            .await
+            .context("subscribing to detector events")?;
         let state = web::Data::new(AppState {
+            events,
             hasher,
             storage,
             windows,

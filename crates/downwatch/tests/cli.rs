@@ -299,3 +299,97 @@ fn bench_detect_prints_the_quality_and_tick_cost_tables() {
         assert!(us > 0.0 && us.is_finite(), "{row}");
     }
 }
+
+/// Reports in a SQLite database, read straight from it.
+fn sqlite_reports(url: &str) -> i64 {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        use sqlx::Connection;
+        let mut c = sqlx::SqliteConnection::connect(url).await.unwrap();
+        sqlx::query_scalar("SELECT COUNT(*) FROM reports")
+            .fetch_one(&mut c)
+            .await
+            .unwrap()
+    })
+}
+
+#[test]
+fn import_loads_a_file_prints_a_summary_and_names_a_bad_row() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("i.db").display());
+    let file = dir.path().join("reports.csv");
+    std::fs::write(
+        &file,
+        "service,problem,country,city,reported_at\n\
+         acme,app,FR,Paris,2024-03-01T10:00:00Z\n\
+         acme,billing,,,2024-03-01 10:00:30\n\
+         acme,app,,,2024-03-01 10:01:30\n",
+    )
+    .unwrap();
+    let out = downwatch()
+        .arg("import")
+        .arg(&file)
+        .env("DATABASE_URL", &url)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        r#"{"rows":3,"services_created":1,"problems_added":0}"#
+    );
+    assert_eq!(sqlite_reports(&url), 3);
+
+    // A bad row: named by line and field, nothing stored, nothing printed.
+    std::fs::write(
+        &file,
+        "service,problem,country,city,reported_at\n\
+         acme,app,FR,,2024-03-01T10:00:00Z\n\
+         other,app,FR,,2024-03-01T10:00:00Z\n\
+         acme,app,FR,,not-a-time\n",
+    )
+    .unwrap();
+    let out = downwatch()
+        .arg("import")
+        .arg(&file)
+        .env("DATABASE_URL", &url)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(out.stdout.is_empty());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("line 4, field reported_at: expected RFC 3339 or YYYY-MM-DD HH:MM:SS"),
+        "{err}"
+    );
+    assert_eq!(sqlite_reports(&url), 3);
+
+    // A file that is not there, and a header with an extra column.
+    let out = downwatch()
+        .arg("import")
+        .arg(dir.path().join("missing.csv"))
+        .env("DATABASE_URL", &url)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("missing.csv"));
+    std::fs::write(&file, "service,problem,country,city,reported_at,ip\n").unwrap();
+    let out = downwatch()
+        .arg("import")
+        .arg(&file)
+        .env("DATABASE_URL", &url)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("line 1, field header: unknown column \"ip\""),
+        "{err}"
+    );
+}

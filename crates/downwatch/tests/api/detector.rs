@@ -23,7 +23,7 @@ both_modes!(
 );
 
 /// Two services, so each tick's 14-day warm-up stays small.
-fn catalogue() -> &'static str {
+pub(crate) fn catalogue() -> &'static str {
     static PATH: OnceLock<String> = OnceLock::new();
     PATH.get_or_init(|| {
         let path = std::env::temp_dir().join(format!(
@@ -40,11 +40,11 @@ fn catalogue() -> &'static str {
     })
 }
 
-async fn app(b: &Backing) -> TestApp {
+pub(crate) async fn app(b: &Backing) -> TestApp {
     spawn_app_with(b, &[("DOWNWATCH_SERVICES_FILE", catalogue())]).await
 }
 
-fn live(app: &TestApp, instance: &str) -> Live {
+pub(crate) fn live(app: &TestApp, instance: &str) -> Live {
     let s = &app.state;
     Live::new(
         s.storage.clone(),
@@ -61,13 +61,18 @@ fn live(app: &TestApp, instance: &str) -> Live {
     )
 }
 
-fn now() -> i64 {
+pub(crate) fn now() -> i64 {
     chrono::Utc::now().timestamp()
 }
 
 /// `n` reports from distinct clients, `country` set; returns the minutes
 /// (epoch seconds) they were received in.
-async fn burst(app: &TestApp, slug: &str, n: usize, country: Option<&str>) -> (i64, i64) {
+pub(crate) async fn burst(
+    app: &TestApp,
+    slug: &str,
+    n: usize,
+    country: Option<&str>,
+) -> (i64, i64) {
     let mut body = json!({"problem": "messaging"});
     if let Some(c) = country {
         body["country"] = json!(c);
@@ -93,7 +98,7 @@ async fn burst(app: &TestApp, slug: &str, n: usize, country: Option<&str>) -> (i
     )
 }
 
-async fn incidents(app: &TestApp, slug: &str) -> Vec<IncidentRow> {
+pub(crate) async fn incidents(app: &TestApp, slug: &str) -> Vec<IncidentRow> {
     let id = app.service_id(slug).await;
     let mut rows = app
         .state
@@ -109,7 +114,7 @@ async fn incidents(app: &TestApp, slug: &str) -> Vec<IncidentRow> {
     rows
 }
 
-fn stepped(outcome: &TickOutcome) -> bool {
+pub(crate) fn stepped(outcome: &TickOutcome) -> bool {
     matches!(outcome, TickOutcome::Stepped { .. })
 }
 

@@ -4,6 +4,10 @@
 
 mod detector;
 mod helpers;
+mod history;
+mod import;
+mod openapi;
+mod read;
 mod reports;
 mod series;
 mod services;
