@@ -254,13 +254,14 @@ async fn raw_counts(
     step: i64,
 ) -> anyhow::Result<Vec<(i64, i64)>> {
     Ok(sqlx::query_as(
-        "SELECT $2 + ((EXTRACT(EPOCH FROM received_at)::int8 - $2) / $4) * $4 AS t, COUNT(*)::int8
+        "SELECT $2 + ((EXTRACT(EPOCH FROM received_at)::int8 - $2) / $5) * $5 AS t, COUNT(*)::int8
          FROM reports
          WHERE service_id = $1 AND counted
-           AND received_at >= to_timestamp($2) AND received_at < to_timestamp($3)
+           AND received_at >= to_timestamp($3) AND received_at < to_timestamp($4)
          GROUP BY t ORDER BY t",
     )
     .bind(service_id)
+    .bind(from)
     .bind(from as f64)
     .bind(to as f64)
     .bind(step)
