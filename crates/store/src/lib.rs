@@ -266,6 +266,7 @@ pub async fn connect(url: &str) -> Result<Arc<dyn Storage>> {
 }
 
 /// One row of a rollup a batch of reports adds to.
+#[cfg(test)]
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 struct RollupDelta {
     counted: i32,
@@ -292,10 +293,12 @@ fn rollup_for(from: i64, step: i64) -> (&'static str, &'static str) {
     (table, column)
 }
 
+#[cfg(test)]
 type RollupKey = (i64, String, i64);
 
-/// Sums a batch into rollup rows of buckets `width` seconds wide, sorted by
-/// key so concurrent writers lock rows in the same order and cannot deadlock.
+/// Sums a batch into rollup rows of buckets `width` seconds wide, sorted:
+/// the plain reference [`RollupSums`] is tested against.
+#[cfg(test)]
 fn rollups(reports: &[ReportRecord], width: i64) -> BTreeMap<RollupKey, RollupDelta> {
     let mut out: BTreeMap<RollupKey, RollupDelta> = BTreeMap::new();
     for r in reports {
@@ -314,9 +317,12 @@ fn rollups(reports: &[ReportRecord], width: i64) -> BTreeMap<RollupKey, RollupDe
 }
 
 /// (service, hour, problem, country or "", city or "").
+#[cfg(test)]
 type FacetKey = (i64, i64, String, String, String);
 
-/// Counted reports of a batch per hour, problem and place, sorted.
+/// Counted reports of a batch per hour, problem and place, sorted (the
+/// reference for [`RollupSums`]' facets).
+#[cfg(test)]
 fn facets(reports: &[ReportRecord]) -> BTreeMap<FacetKey, i32> {
     let mut out: BTreeMap<FacetKey, i32> = BTreeMap::new();
     for r in reports.iter().filter(|r| r.counted) {
@@ -470,14 +476,14 @@ pub(crate) struct FacetRows {
     pub counted: Vec<i64>,
 }
 
-/// The rollups and facets of an import's reports, summed in memory between
-/// writes. They are far smaller than the reports (one entry per service,
+/// The rollups and facets of a set of reports, summed in memory: an ingest
+/// batch, or an import's reports between writes. They are far smaller than the reports (one entry per service,
 /// scope and minute), and an import writes them out when they pass
-/// [`ImportSums::FLUSH_AT`] entries, so memory stays bounded whatever the
+/// [`RollupSums::FLUSH_AT`] entries, so memory stays bounded whatever the
 /// size of the file. Sums are `i64`; the database refuses what its
 /// `INTEGER` columns cannot hold.
 #[derive(Debug, Default)]
-pub(crate) struct ImportSums {
+pub(crate) struct RollupSums {
     /// (counted, received) per key, one map per entry of [`ROLLUP_LEVELS`].
     levels: [HashMap<SumKey, (i64, i64)>; 3],
     facets: HashMap<FacetSumKey, i64>,
@@ -486,7 +492,7 @@ pub(crate) struct ImportSums {
     name_list: Vec<String>,
 }
 
-impl ImportSums {
+impl RollupSums {
     /// Entries past which an import writes its sums before going on.
     pub(crate) const FLUSH_AT: usize = 500_000;
 
@@ -628,7 +634,7 @@ mod import_tests {
             report(1, -30, "website", Some("DE"), None, true),
             report(1, 90_000, "app", Some("DE"), Some("Berlin"), true),
         ];
-        let mut sums = ImportSums::default();
+        let mut sums = RollupSums::default();
         sums.add(&batch[..3]);
         sums.add(&batch[3..]);
         assert_ne!(sums.len(), 0);

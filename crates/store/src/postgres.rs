@@ -1,7 +1,7 @@
 //! PostgreSQL storage: production mode, shared by every instance.
 
-use super::{FacetCount, ROLLUP_LEVELS, facets, merge_facets, rollup_for, rollups, split_hours};
-use super::{ImportSession, ImportSums, UPSERT_SLICE};
+use super::{FacetCount, ROLLUP_LEVELS, merge_facets, rollup_for, split_hours};
+use super::{ImportSession, RollupSums, UPSERT_SLICE};
 use super::{
     IncidentQuery, IncidentRecord, IncidentRow, IncidentWrite, MinuteCount, OpenIncident, Result,
     ScopeLevel, ScopeStateRow, ServiceRow, Storage, StoreError, is_unique_violation,
@@ -96,71 +96,74 @@ async fn insert_or_adopt(tx: &mut PgConnection, r: &IncidentRecord) -> Result<i6
     Ok(id)
 }
 
-/// Adds a batch to every rollup: one UNNEST upsert per table.
+/// Adds a batch to every rollup, in the same transaction as its reports.
+/// The sums come out sorted, so concurrent writers lock rows in the same
+/// order and cannot deadlock.
 async fn write_rollups(tx: &mut PgConnection, reports: &[ReportRecord]) -> Result<()> {
-    for (table, column, width) in ROLLUP_LEVELS {
-        let deltas = rollups(reports, width);
-        let mut r_service = Vec::with_capacity(deltas.len());
-        let mut r_scope = Vec::with_capacity(deltas.len());
-        let mut r_time = Vec::with_capacity(deltas.len());
-        let mut r_counted = Vec::with_capacity(deltas.len());
-        let mut r_received = Vec::with_capacity(deltas.len());
-        for ((service, scope, t), d) in deltas {
-            r_service.push(service);
-            r_scope.push(scope);
-            r_time.push(t);
-            r_counted.push(d.counted);
-            r_received.push(d.received);
-        }
-        let sql = format!(
-            "INSERT INTO {table} (service_id, scope, {column}, counted, received)
-             SELECT * FROM UNNEST($1::int8[], $2::text[], $3::int8[], $4::int4[], $5::int4[])
-             ON CONFLICT (service_id, scope, {column}) DO UPDATE
-             SET counted = {table}.counted + EXCLUDED.counted,
-                 received = {table}.received + EXCLUDED.received"
-        );
-        sqlx::query(&sql)
-            .bind(&r_service)
-            .bind(&r_scope)
-            .bind(&r_time)
-            .bind(&r_counted)
-            .bind(&r_received)
-            .execute(&mut *tx)
-            .await?;
-    }
-    let f = facets(reports);
-    if !f.is_empty() {
-        let mut service = Vec::with_capacity(f.len());
-        let mut hour = Vec::with_capacity(f.len());
-        let mut problem = Vec::with_capacity(f.len());
-        let mut country = Vec::with_capacity(f.len());
-        let mut city = Vec::with_capacity(f.len());
-        let mut counted = Vec::with_capacity(f.len());
-        for ((s, h, p, co, ci), n) in f {
-            service.push(s);
-            hour.push(h);
-            problem.push(p);
-            country.push(co);
-            city.push(ci);
-            counted.push(n);
-        }
-        sqlx::query(
-            "INSERT INTO report_facets (service_id, hour, problem, country, city, counted)
-             SELECT * FROM UNNEST($1::int8[], $2::int8[], $3::text[], $4::text[], $5::text[],
-                                  $6::int4[])
-             ON CONFLICT (service_id, hour, problem, country, city) DO UPDATE
-             SET counted = report_facets.counted + EXCLUDED.counted",
-        )
-        .bind(&service)
-        .bind(&hour)
-        .bind(&problem)
-        .bind(&country)
-        .bind(&city)
-        .bind(&counted)
-        .execute(&mut *tx)
-        .await?;
-    }
-    Ok(())
+    let mut sums = RollupSums::default();
+    sums.add(reports);
+    write_sums(tx, &mut sums).await
+}
+
+/// Creates a service on `conn` (a pool connection or a transaction).
+async fn create_service_on(conn: &mut PgConnection, s: &NewService) -> Result<Service> {
+    let q = format!(
+        "INSERT INTO services (slug, name, category, url, problems) VALUES ($1, $2, $3, $4, $5)
+         RETURNING {SERVICE_COLUMNS}"
+    );
+    sqlx::query_as::<_, ServiceRow>(&q)
+        .bind(s.slug.as_str())
+        .bind(&s.name)
+        .bind(&s.category)
+        .bind(&s.url)
+        .bind(s.problems.to_stored())
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(|e| {
+            if is_unique_violation(&e) {
+                StoreError::Conflict(format!("service {} exists", s.slug))
+            } else {
+                e.into()
+            }
+        })?
+        .try_into()
+}
+
+/// Reads a service, locking its row until the transaction ends. NO KEY
+/// UPDATE: serialises with other changes to the service but not with the
+/// foreign-key checks of reports ingested meanwhile.
+async fn lock_service(tx: &mut PgConnection, slug: &str) -> Result<Option<Service>> {
+    let q = format!("SELECT {SERVICE_COLUMNS} FROM services WHERE slug = $1 FOR NO KEY UPDATE");
+    sqlx::query_as::<_, ServiceRow>(&q)
+        .bind(slug)
+        .fetch_optional(&mut *tx)
+        .await?
+        .map(Service::try_from)
+        .transpose()
+}
+
+/// Applies a patch inside transaction `tx`.
+async fn update_service_in(
+    tx: &mut PgConnection,
+    slug: &str,
+    patch: &ServicePatch,
+) -> Result<Option<Service>> {
+    let Some(mut s) = lock_service(tx, slug).await? else {
+        return Ok(None);
+    };
+    patch.apply(&mut s);
+    sqlx::query(
+        "UPDATE services SET name = $2, category = $3, url = $4, problems = $5, updated_at = now()
+         WHERE id = $1",
+    )
+    .bind(s.id)
+    .bind(&s.name)
+    .bind(&s.category)
+    .bind(&s.url)
+    .bind(s.problems.to_stored())
+    .execute(&mut *tx)
+    .await?;
+    Ok(Some(s))
 }
 
 async fn write_incident(tx: &mut PgConnection, w: &IncidentWrite) -> Result<i64> {
@@ -240,53 +243,15 @@ impl Storage for PgStore {
     }
 
     async fn create_service(&self, s: &NewService) -> Result<Service> {
-        let q = format!(
-            "INSERT INTO services (slug, name, category, url, problems) VALUES ($1, $2, $3, $4, $5)
-             RETURNING {SERVICE_COLUMNS}"
-        );
-        sqlx::query_as::<_, ServiceRow>(&q)
-            .bind(s.slug.as_str())
-            .bind(&s.name)
-            .bind(&s.category)
-            .bind(&s.url)
-            .bind(s.problems.to_stored())
-            .fetch_one(&self.pool)
-            .await
-            .map_err(|e| {
-                if is_unique_violation(&e) {
-                    StoreError::Conflict(format!("service {} exists", s.slug))
-                } else {
-                    e.into()
-                }
-            })?
-            .try_into()
+        let mut conn = self.pool.acquire().await?;
+        create_service_on(&mut conn, s).await
     }
 
     async fn update_service(&self, slug: &str, patch: &ServicePatch) -> Result<Option<Service>> {
         let mut tx = self.pool.begin().await?;
-        let q = format!("SELECT {SERVICE_COLUMNS} FROM services WHERE slug = $1 FOR UPDATE");
-        let Some(row) = sqlx::query_as::<_, ServiceRow>(&q)
-            .bind(slug)
-            .fetch_optional(&mut *tx)
-            .await?
-        else {
-            return Ok(None);
-        };
-        let mut s = Service::try_from(row)?;
-        patch.apply(&mut s);
-        sqlx::query(
-            "UPDATE services SET name = $2, category = $3, url = $4, problems = $5, updated_at = now()
-             WHERE id = $1",
-        )
-        .bind(s.id)
-        .bind(&s.name)
-        .bind(&s.category)
-        .bind(&s.url)
-        .bind(s.problems.to_stored())
-        .execute(&mut *tx)
-        .await?;
+        let updated = update_service_in(&mut tx, slug, patch).await?;
         tx.commit().await?;
-        Ok(Some(s))
+        Ok(updated)
     }
 
     async fn insert_reports(&self, reports: &[ReportRecord]) -> Result<Vec<i64>> {
@@ -621,7 +586,7 @@ impl Storage for PgStore {
     async fn begin_import(&self) -> Result<Box<dyn ImportSession>> {
         Ok(Box::new(PgImport {
             tx: self.pool.begin().await?,
-            sums: ImportSums::default(),
+            sums: RollupSums::default(),
             buf: Vec::with_capacity(8 << 20),
         }))
     }
@@ -699,7 +664,7 @@ const COPY_REPORTS: &str = "COPY reports (service_id, problem, country, city, cl
 /// in memory and upserted with UNNEST, all in one transaction.
 struct PgImport {
     tx: sqlx::Transaction<'static, sqlx::Postgres>,
-    sums: ImportSums,
+    sums: RollupSums,
     /// The COPY data of one `add_reports`, reused.
     buf: Vec<u8>,
 }
@@ -797,9 +762,9 @@ fn push_copy_row(buf: &mut Vec<u8>, r: &ReportRecord) {
     buf.push(b'\n');
 }
 
-/// Upserts an import's sums: one UNNEST statement per slice of rows, tables
-/// and rows in the order `write_rollups` locks them.
-async fn write_import_sums(tx: &mut PgConnection, sums: &mut ImportSums) -> Result<()> {
+/// Upserts summed rollups and facets: one UNNEST statement per table (per
+/// slice of rows for a large import), tables and rows in one fixed order.
+async fn write_sums(tx: &mut PgConnection, sums: &mut RollupSums) -> Result<()> {
     let (levels, facets) = sums.take();
     for ((table, column, _), rows) in ROLLUP_LEVELS.iter().zip(levels) {
         let sql = format!(
@@ -847,38 +812,11 @@ async fn write_import_sums(tx: &mut PgConnection, sums: &mut ImportSums) -> Resu
 #[async_trait]
 impl ImportSession for PgImport {
     async fn get_service(&mut self, slug: &str) -> Result<Option<Service>> {
-        // NO KEY UPDATE: serialises with other changes to the service but
-        // not with the foreign-key checks of reports ingested meanwhile.
-        let q = format!("SELECT {SERVICE_COLUMNS} FROM services WHERE slug = $1 FOR NO KEY UPDATE");
-        sqlx::query_as::<_, ServiceRow>(&q)
-            .bind(slug)
-            .fetch_optional(&mut *self.tx)
-            .await?
-            .map(Service::try_from)
-            .transpose()
+        lock_service(&mut self.tx, slug).await
     }
 
     async fn create_service(&mut self, s: &NewService) -> Result<Service> {
-        let q = format!(
-            "INSERT INTO services (slug, name, category, url, problems) VALUES ($1, $2, $3, $4, $5)
-             RETURNING {SERVICE_COLUMNS}"
-        );
-        sqlx::query_as::<_, ServiceRow>(&q)
-            .bind(s.slug.as_str())
-            .bind(&s.name)
-            .bind(&s.category)
-            .bind(&s.url)
-            .bind(s.problems.to_stored())
-            .fetch_one(&mut *self.tx)
-            .await
-            .map_err(|e| {
-                if is_unique_violation(&e) {
-                    StoreError::Conflict(format!("service {} exists", s.slug))
-                } else {
-                    e.into()
-                }
-            })?
-            .try_into()
+        create_service_on(&mut self.tx, s).await
     }
 
     async fn update_service(
@@ -886,22 +824,7 @@ impl ImportSession for PgImport {
         slug: &str,
         patch: &ServicePatch,
     ) -> Result<Option<Service>> {
-        let Some(mut s) = self.get_service(slug).await? else {
-            return Ok(None);
-        };
-        patch.apply(&mut s);
-        sqlx::query(
-            "UPDATE services SET name = $2, category = $3, url = $4, problems = $5, updated_at = now()
-             WHERE id = $1",
-        )
-        .bind(s.id)
-        .bind(&s.name)
-        .bind(&s.category)
-        .bind(&s.url)
-        .bind(s.problems.to_stored())
-        .execute(&mut *self.tx)
-        .await?;
-        Ok(Some(s))
+        update_service_in(&mut self.tx, slug, patch).await
     }
 
     async fn add_reports(&mut self, reports: &[ReportRecord]) -> Result<u64> {
@@ -917,8 +840,8 @@ impl ImportSession for PgImport {
         // The server works through the rows while their sums are added here.
         self.sums.add(reports);
         let n = copy.finish().await?;
-        if self.sums.len() >= ImportSums::FLUSH_AT {
-            write_import_sums(&mut self.tx, &mut self.sums).await?;
+        if self.sums.len() >= RollupSums::FLUSH_AT {
+            write_sums(&mut self.tx, &mut self.sums).await?;
         }
         Ok(n)
     }
@@ -927,7 +850,7 @@ impl ImportSession for PgImport {
         let PgImport {
             mut tx, mut sums, ..
         } = *self;
-        write_import_sums(&mut tx, &mut sums).await?;
+        write_sums(&mut tx, &mut sums).await?;
         tx.commit().await?;
         Ok(())
     }

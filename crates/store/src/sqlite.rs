@@ -1,7 +1,7 @@
 //! SQLite storage: the embedded default, one file, one process.
 
-use super::{FacetCount, ROLLUP_LEVELS, facets, merge_facets, rollup_for, rollups, split_hours};
-use super::{ImportSession, ImportSums};
+use super::{FacetCount, ROLLUP_LEVELS, merge_facets, rollup_for, split_hours};
+use super::{ImportSession, RollupSums};
 use super::{
     IncidentQuery, IncidentRecord, IncidentRow, IncidentWrite, MinuteCount, OpenIncident, Result,
     ScopeLevel, ScopeStateRow, ServiceRow, Storage, StoreError, is_unique_violation,
@@ -105,43 +105,74 @@ async fn insert_or_adopt(tx: &mut SqliteConnection, r: &IncidentRecord) -> Resul
     Ok(id)
 }
 
-/// Adds a batch to every rollup, row by row (SQLite statements are cheap).
+/// Adds a batch to every rollup, in the same transaction as its reports.
 async fn write_rollups(tx: &mut SqliteConnection, reports: &[ReportRecord]) -> Result<()> {
-    for (table, column, width) in ROLLUP_LEVELS {
-        let sql = format!(
-            "INSERT INTO {table} (service_id, scope, {column}, counted, received)
-             VALUES (?, ?, ?, ?, ?)
-             ON CONFLICT (service_id, scope, {column}) DO UPDATE
-             SET counted = counted + excluded.counted, received = received + excluded.received"
-        );
-        for ((service, scope, t), d) in rollups(reports, width) {
-            sqlx::query(&sql)
-                .bind(service)
-                .bind(scope)
-                .bind(t)
-                .bind(d.counted)
-                .bind(d.received)
-                .execute(&mut *tx)
-                .await?;
-        }
-    }
-    for ((service, hour, problem, country, city), n) in facets(reports) {
-        sqlx::query(
-            "INSERT INTO report_facets (service_id, hour, problem, country, city, counted)
-             VALUES (?, ?, ?, ?, ?, ?)
-             ON CONFLICT (service_id, hour, problem, country, city) DO UPDATE
-             SET counted = counted + excluded.counted",
-        )
-        .bind(service)
-        .bind(hour)
-        .bind(problem)
-        .bind(country)
-        .bind(city)
-        .bind(n)
-        .execute(&mut *tx)
-        .await?;
-    }
-    Ok(())
+    let mut sums = RollupSums::default();
+    sums.add(reports);
+    write_sums(tx, &mut sums).await
+}
+
+async fn get_service_on(conn: &mut SqliteConnection, slug: &str) -> Result<Option<Service>> {
+    let q = format!("SELECT {SERVICE_COLUMNS} FROM services WHERE slug = ?");
+    sqlx::query_as::<_, ServiceRow>(&q)
+        .bind(slug)
+        .fetch_optional(&mut *conn)
+        .await?
+        .map(Service::try_from)
+        .transpose()
+}
+
+/// Creates a service on `conn` (a pool connection or a transaction).
+async fn create_service_on(conn: &mut SqliteConnection, s: &NewService) -> Result<Service> {
+    let now = now_micros();
+    let q = format!(
+        "INSERT INTO services (slug, name, category, url, problems, created_at, updated_at)
+         VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING {SERVICE_COLUMNS}"
+    );
+    sqlx::query_as::<_, ServiceRow>(&q)
+        .bind(s.slug.as_str())
+        .bind(&s.name)
+        .bind(&s.category)
+        .bind(&s.url)
+        .bind(s.problems.to_stored())
+        .bind(now)
+        .bind(now)
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(|e| {
+            if is_unique_violation(&e) {
+                StoreError::Conflict(format!("service {} exists", s.slug))
+            } else {
+                e.into()
+            }
+        })?
+        .try_into()
+}
+
+/// Applies a patch inside write transaction `tx` (which excludes every
+/// other writer).
+async fn update_service_in(
+    tx: &mut SqliteConnection,
+    slug: &str,
+    patch: &ServicePatch,
+) -> Result<Option<Service>> {
+    let Some(mut s) = get_service_on(tx, slug).await? else {
+        return Ok(None);
+    };
+    patch.apply(&mut s);
+    sqlx::query(
+        "UPDATE services SET name = ?, category = ?, url = ?, problems = ?, updated_at = ?
+         WHERE id = ?",
+    )
+    .bind(&s.name)
+    .bind(&s.category)
+    .bind(&s.url)
+    .bind(s.problems.to_stored())
+    .bind(now_micros())
+    .bind(s.id)
+    .execute(&mut *tx)
+    .await?;
+    Ok(Some(s))
 }
 
 async fn write_incident(tx: &mut SqliteConnection, w: &IncidentWrite) -> Result<i64> {
@@ -215,67 +246,20 @@ impl Storage for SqliteStore {
     }
 
     async fn get_service(&self, slug: &str) -> Result<Option<Service>> {
-        let q = format!("SELECT {SERVICE_COLUMNS} FROM services WHERE slug = ?");
-        sqlx::query_as::<_, ServiceRow>(&q)
-            .bind(slug)
-            .fetch_optional(&self.pool)
-            .await?
-            .map(Service::try_from)
-            .transpose()
+        let mut conn = self.pool.acquire().await?;
+        get_service_on(&mut conn, slug).await
     }
 
     async fn create_service(&self, s: &NewService) -> Result<Service> {
-        let now = now_micros();
-        let q = format!(
-            "INSERT INTO services (slug, name, category, url, problems, created_at, updated_at)
-             VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING {SERVICE_COLUMNS}"
-        );
-        sqlx::query_as::<_, ServiceRow>(&q)
-            .bind(s.slug.as_str())
-            .bind(&s.name)
-            .bind(&s.category)
-            .bind(&s.url)
-            .bind(s.problems.to_stored())
-            .bind(now)
-            .bind(now)
-            .fetch_one(&self.pool)
-            .await
-            .map_err(|e| {
-                if is_unique_violation(&e) {
-                    StoreError::Conflict(format!("service {} exists", s.slug))
-                } else {
-                    e.into()
-                }
-            })?
-            .try_into()
+        let mut conn = self.pool.acquire().await?;
+        create_service_on(&mut conn, s).await
     }
 
     async fn update_service(&self, slug: &str, patch: &ServicePatch) -> Result<Option<Service>> {
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        let q = format!("SELECT {SERVICE_COLUMNS} FROM services WHERE slug = ?");
-        let Some(row) = sqlx::query_as::<_, ServiceRow>(&q)
-            .bind(slug)
-            .fetch_optional(&mut *tx)
-            .await?
-        else {
-            return Ok(None);
-        };
-        let mut s = Service::try_from(row)?;
-        patch.apply(&mut s);
-        sqlx::query(
-            "UPDATE services SET name = ?, category = ?, url = ?, problems = ?, updated_at = ?
-             WHERE id = ?",
-        )
-        .bind(&s.name)
-        .bind(&s.category)
-        .bind(&s.url)
-        .bind(s.problems.to_stored())
-        .bind(now_micros())
-        .bind(s.id)
-        .execute(&mut *tx)
-        .await?;
+        let updated = update_service_in(&mut tx, slug, patch).await?;
         tx.commit().await?;
-        Ok(Some(s))
+        Ok(updated)
     }
 
     async fn insert_reports(&self, reports: &[ReportRecord]) -> Result<Vec<i64>> {
@@ -570,7 +554,7 @@ impl Storage for SqliteStore {
     async fn begin_import(&self) -> Result<Box<dyn ImportSession>> {
         Ok(Box::new(SqliteImport {
             tx: self.pool.begin_with("BEGIN IMMEDIATE").await?,
-            sums: ImportSums::default(),
+            sums: RollupSums::default(),
             insert_full: values_sql(
                 IMPORT_REPORTS_HEAD,
                 "(?, ?, ?, ?, ?, ?, ?)",
@@ -637,14 +621,14 @@ const FACET_UPSERT_TAIL: &str = " ON CONFLICT (service_id, hour, problem, countr
 /// same way.
 struct SqliteImport {
     tx: sqlx::Transaction<'static, sqlx::Sqlite>,
-    sums: ImportSums,
+    sums: RollupSums,
     /// The INSERT of a full statement's worth of reports.
     insert_full: String,
 }
 
-/// Upserts an import's sums, tables and rows in the order `write_rollups`
-/// writes them.
-async fn write_import_sums(tx: &mut SqliteConnection, sums: &mut ImportSums) -> Result<()> {
+/// Upserts summed rollups and facets, many rows per statement, tables and
+/// rows in one fixed order.
+async fn write_sums(tx: &mut SqliteConnection, sums: &mut RollupSums) -> Result<()> {
     const N: usize = IMPORT_ROWS_PER_STATEMENT;
     let (levels, facets) = sums.take();
     for ((table, column, _), rows) in ROLLUP_LEVELS.iter().zip(levels) {
@@ -714,39 +698,11 @@ async fn write_import_sums(tx: &mut SqliteConnection, sums: &mut ImportSums) -> 
 impl ImportSession for SqliteImport {
     async fn get_service(&mut self, slug: &str) -> Result<Option<Service>> {
         // The write transaction already excludes every other writer.
-        let q = format!("SELECT {SERVICE_COLUMNS} FROM services WHERE slug = ?");
-        sqlx::query_as::<_, ServiceRow>(&q)
-            .bind(slug)
-            .fetch_optional(&mut *self.tx)
-            .await?
-            .map(Service::try_from)
-            .transpose()
+        get_service_on(&mut self.tx, slug).await
     }
 
     async fn create_service(&mut self, s: &NewService) -> Result<Service> {
-        let now = now_micros();
-        let q = format!(
-            "INSERT INTO services (slug, name, category, url, problems, created_at, updated_at)
-             VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING {SERVICE_COLUMNS}"
-        );
-        sqlx::query_as::<_, ServiceRow>(&q)
-            .bind(s.slug.as_str())
-            .bind(&s.name)
-            .bind(&s.category)
-            .bind(&s.url)
-            .bind(s.problems.to_stored())
-            .bind(now)
-            .bind(now)
-            .fetch_one(&mut *self.tx)
-            .await
-            .map_err(|e| {
-                if is_unique_violation(&e) {
-                    StoreError::Conflict(format!("service {} exists", s.slug))
-                } else {
-                    e.into()
-                }
-            })?
-            .try_into()
+        create_service_on(&mut self.tx, s).await
     }
 
     async fn update_service(
@@ -754,23 +710,7 @@ impl ImportSession for SqliteImport {
         slug: &str,
         patch: &ServicePatch,
     ) -> Result<Option<Service>> {
-        let Some(mut s) = self.get_service(slug).await? else {
-            return Ok(None);
-        };
-        patch.apply(&mut s);
-        sqlx::query(
-            "UPDATE services SET name = ?, category = ?, url = ?, problems = ?, updated_at = ?
-             WHERE id = ?",
-        )
-        .bind(&s.name)
-        .bind(&s.category)
-        .bind(&s.url)
-        .bind(s.problems.to_stored())
-        .bind(now_micros())
-        .bind(s.id)
-        .execute(&mut *self.tx)
-        .await?;
-        Ok(Some(s))
+        update_service_in(&mut self.tx, slug, patch).await
     }
 
     async fn add_reports(&mut self, reports: &[ReportRecord]) -> Result<u64> {
@@ -798,8 +738,8 @@ impl ImportSession for SqliteImport {
             written += q.execute(&mut *self.tx).await?.rows_affected();
         }
         self.sums.add(reports);
-        if self.sums.len() >= ImportSums::FLUSH_AT {
-            write_import_sums(&mut self.tx, &mut self.sums).await?;
+        if self.sums.len() >= RollupSums::FLUSH_AT {
+            write_sums(&mut self.tx, &mut self.sums).await?;
         }
         Ok(written)
     }
@@ -808,7 +748,7 @@ impl ImportSession for SqliteImport {
         let SqliteImport {
             mut tx, mut sums, ..
         } = *self;
-        write_import_sums(&mut tx, &mut sums).await?;
+        write_sums(&mut tx, &mut sums).await?;
         tx.commit().await?;
         Ok(())
     }
