@@ -7,20 +7,24 @@
 //! fills batches by itself while the previous one commits.
 
 use crate::ClientIdentity;
+use crate::queue::{FairQueue, Refused};
 use downwatch_core::{City, CountryCode, GLOBAL_SCOPE, ProblemKind, ReportRecord, minute_of};
 use downwatch_store::Storage;
 use downwatch_windows::{Claim, DedupKey, DedupRule, Increment, WindowStore};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::histogram::Histogram;
 use std::collections::{BTreeMap, HashSet};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tokio::sync::{Mutex, mpsc, oneshot, watch};
+use tokio::sync::{Notify, oneshot};
 use tokio::task::JoinHandle;
 
 #[derive(Debug, Clone)]
 pub struct IngestConfig {
-    /// Reports waiting for a worker; beyond it submissions are refused (503).
+    /// Reports waiting for a worker, all services together; beyond it a
+    /// report is refused (503) unless it pushes out a report of a service
+    /// with a longer queue (see `queue`).
     pub queue_capacity: usize,
     /// Most reports one transaction takes.
     pub max_batch: usize,
@@ -74,6 +78,9 @@ pub enum SubmitError {
 pub enum CommitError {
     #[error("the database did not store the batch")]
     Unavailable,
+    /// Pushed out of a full queue by a report of a service with fewer waiting.
+    #[error("pushed out of the full ingest queue")]
+    Shed,
 }
 
 /// Counters of the pipeline, registered by the API's metrics registry.
@@ -112,13 +119,34 @@ struct Job {
 /// The submitting side; cheap to clone into every HTTP worker.
 #[derive(Clone)]
 pub struct Ingest {
-    tx: mpsc::Sender<Job>,
-    capacity: usize,
+    queue: Arc<Queue>,
+}
+
+/// The fair queue behind a lock held for a push or a take, and the
+/// workers' wake-up.
+struct Queue {
+    items: Mutex<FairQueue<Job>>,
+    /// Mirror of the queue's length, read by metrics without the lock.
+    depth: AtomicUsize,
+    ready: Notify,
+}
+
+impl Queue {
+    fn lock(&self) -> std::sync::MutexGuard<'_, FairQueue<Job>> {
+        // A panic while holding the lock leaves a consistent queue (every
+        // mutation is a single step), so a poisoned lock is still usable.
+        self.items.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn close(&self) {
+        self.lock().close();
+        self.ready.notify_waiters();
+    }
 }
 
 /// The running workers; `shutdown` drains the queue and waits for them.
 pub struct IngestWorkers {
-    stop: watch::Sender<bool>,
+    queue: Arc<Queue>,
     handles: Vec<JoinHandle<()>>,
 }
 
@@ -129,25 +157,27 @@ impl Ingest {
         config: IngestConfig,
         metrics: IngestMetrics,
     ) -> (Ingest, IngestWorkers) {
-        let (tx, rx) = mpsc::channel(config.queue_capacity.max(1));
-        let (stop, stop_rx) = watch::channel(false);
+        let queue = Arc::new(Queue {
+            items: Mutex::new(FairQueue::new(config.queue_capacity)),
+            depth: AtomicUsize::new(0),
+            ready: Notify::new(),
+        });
         let shared = Arc::new(Shared {
             storage,
             windows,
-            rx: Mutex::new(rx),
+            queue: queue.clone(),
             max_batch: config.max_batch.max(1),
             dedup: config.dedup,
             metrics,
         });
         let handles = (0..config.workers.max(1))
-            .map(|_| tokio::spawn(shared.clone().run(stop_rx.clone())))
+            .map(|_| tokio::spawn(shared.clone().run()))
             .collect();
         (
             Ingest {
-                tx,
-                capacity: config.queue_capacity.max(1),
+                queue: queue.clone(),
             },
-            IngestWorkers { stop, handles },
+            IngestWorkers { queue, handles },
         )
     }
 
@@ -157,18 +187,29 @@ impl Ingest {
         submission: Submission,
     ) -> Result<oneshot::Receiver<Result<Accepted, CommitError>>, SubmitError> {
         let (reply, rx) = oneshot::channel();
-        self.tx
-            .try_send(Job { submission, reply })
-            .map_err(|e| match e {
-                mpsc::error::TrySendError::Full(_) => SubmitError::QueueFull,
-                mpsc::error::TrySendError::Closed(_) => SubmitError::Closed,
-            })?;
-        Ok(rx)
+        let service = submission.service_id;
+        let pushed = {
+            let mut q = self.queue.lock();
+            let pushed = q.push(service, Job { submission, reply });
+            self.queue.depth.store(q.len(), Ordering::Relaxed);
+            pushed
+        };
+        match pushed {
+            Ok(shed) => {
+                if let Some(job) = shed {
+                    let _ = job.reply.send(Err(CommitError::Shed));
+                }
+                self.queue.ready.notify_one();
+                Ok(rx)
+            }
+            Err((Refused::Full, _)) => Err(SubmitError::QueueFull),
+            Err((Refused::Closed, _)) => Err(SubmitError::Closed),
+        }
     }
 
     /// Reports queued and not yet taken by a worker.
     pub fn queue_depth(&self) -> usize {
-        self.capacity - self.tx.capacity()
+        self.queue.depth.load(Ordering::Relaxed)
     }
 }
 
@@ -176,7 +217,7 @@ impl IngestWorkers {
     /// Refuses new submissions, stores everything already queued, and waits
     /// for the workers to finish.
     pub async fn shutdown(self) {
-        let _ = self.stop.send(true);
+        self.queue.close();
         for h in self.handles {
             if let Err(e) = h.await {
                 tracing::error!(error = %e, "ingest worker ended abnormally");
@@ -188,48 +229,44 @@ impl IngestWorkers {
 struct Shared {
     storage: Arc<dyn Storage>,
     windows: Arc<dyn WindowStore>,
-    rx: Mutex<mpsc::Receiver<Job>>,
+    queue: Arc<Queue>,
     max_batch: usize,
     dedup: DedupRule,
     metrics: IngestMetrics,
 }
 
 impl Shared {
-    async fn run(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
-        while let Some(batch) = self.next_batch(&mut stop).await {
+    async fn run(self: Arc<Self>) {
+        while let Some(batch) = self.next_batch().await {
             self.process(batch).await;
         }
     }
 
-    /// Waits for work and takes what is queued, up to `max_batch`; `None`
-    /// once the queue is closed and empty.
-    async fn next_batch(&self, stop: &mut watch::Receiver<bool>) -> Option<Vec<Job>> {
-        let mut rx = self.rx.lock().await;
-        let first = loop {
-            if *stop.borrow() {
-                // Closing still hands out what is buffered, then None.
-                rx.close();
-                break rx.recv().await?;
-            }
-            tokio::select! {
-                job = rx.recv() => break job?,
-                changed = stop.changed() => {
-                    if changed.is_err() {
-                        rx.close();
-                        break rx.recv().await?;
+    /// Waits for work and takes what is queued, up to `max_batch`, round-
+    /// robin across services; `None` once the queue is closed and empty.
+    async fn next_batch(&self) -> Option<Vec<Job>> {
+        loop {
+            // Registered before looking, so a push between the look and the
+            // wait still wakes this worker.
+            let ready = self.queue.ready.notified();
+            {
+                let mut q = self.queue.lock();
+                if !q.is_empty() {
+                    let mut batch = Vec::with_capacity(q.len().min(self.max_batch));
+                    q.take(self.max_batch, &mut batch);
+                    self.queue.depth.store(q.len(), Ordering::Relaxed);
+                    if !q.is_empty() {
+                        // More than a batch waits: the next free worker takes it.
+                        self.queue.ready.notify_one();
                     }
+                    return Some(batch);
+                }
+                if q.is_closed() {
+                    return None;
                 }
             }
-        };
-        let mut batch = Vec::with_capacity(64);
-        batch.push(first);
-        while batch.len() < self.max_batch {
-            match rx.try_recv() {
-                Ok(job) => batch.push(job),
-                Err(_) => break,
-            }
+            ready.await;
         }
-        Some(batch)
     }
 
     #[tracing::instrument(skip_all, fields(batch = jobs.len()))]

@@ -4,6 +4,7 @@
 
 mod batcher;
 mod client;
+pub mod queue;
 
 pub use batcher::{
     Accepted, CommitError, Ingest, IngestConfig, IngestMetrics, IngestWorkers, Submission,

@@ -188,10 +188,7 @@ async fn accept(
             received_at,
         })
         .map_err(|e| match e {
-            SubmitError::QueueFull => ApiError::Unavailable {
-                detail: "too many reports are waiting to be stored; try again in a moment",
-                retry_after_secs: 2,
-            },
+            SubmitError::QueueFull => queue_full(),
             SubmitError::Closed => ApiError::Unavailable {
                 detail: "the server is shutting down",
                 retry_after_secs: 5,
@@ -203,6 +200,7 @@ async fn accept(
     };
     let accepted = match tokio::time::timeout(state.config.commit_timeout, pending).await {
         Ok(Ok(Ok(a))) => a,
+        Ok(Ok(Err(CommitError::Shed))) => return Err(queue_full()),
         Ok(Ok(Err(CommitError::Unavailable))) | Ok(Err(_)) | Err(_) => return Err(not_stored),
     };
     Ok(Stored {
@@ -214,6 +212,13 @@ async fn accept(
         counted: accepted.counted,
         received_at,
     })
+}
+
+fn queue_full() -> ApiError {
+    ApiError::Unavailable {
+        detail: "too many reports are waiting to be stored; try again in a moment",
+        retry_after_secs: 2,
+    }
 }
 
 /// The label a refused report is counted under in `downwatch_reports_rejected`.
