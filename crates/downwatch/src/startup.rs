@@ -146,7 +146,9 @@ impl Application {
             .run();
 
         let mut tasks = vec![
-            tokio::spawn(every(Duration::from_secs(60), {
+            // Often: a flood of distinct addresses is forgotten seconds after
+            // it passes, which is what bounds the limiter's memory.
+            tokio::spawn(every(Duration::from_secs(5), {
                 let state = state.clone();
                 move || {
                     state.limiter.housekeeping();
