@@ -24,9 +24,11 @@ use state::AppState;
 
 /// Every route of the API, as a table of contents.
 pub fn configure(cfg: &mut web::ServiceConfig) {
+    // Report submission first: routes are tried in order, and it is the
+    // one that bursts.
+    routes::reports::config(cfg);
     routes::health::config(cfg);
     routes::services::config(cfg);
-    routes::reports::config(cfg);
     routes::series::config(cfg);
     routes::status::config(cfg);
     routes::incidents::config(cfg);

@@ -43,6 +43,65 @@ const INCIDENT_COLUMNS: &str = "id, service_id, scope, level_max,
     baseline_per_min_at_peak, FLOOR(EXTRACT(EPOCH FROM ended_at))::int8 AS ended_at,
     total_reports";
 
+/// A batch of reports and its rollups in one statement. Ids are drawn in a
+/// materialised CTE, so the ids returned (in input order) are the stored ones.
+static INSERT_BATCH: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    let mut sql = String::from(
+        "WITH input AS MATERIALIZED (
+           SELECT nextval('reports_id_seq') AS id, u.*
+           FROM UNNEST($1::int8[], $2::text[], $3::text[], $4::text[], $5::bytea[],
+                       $6::bool[], $7::timestamptz[])
+                WITH ORDINALITY AS u(service_id, problem, country, city, client_hash,
+                                     counted, received_at, ord)
+         ),
+         ins AS (
+           INSERT INTO reports (id, service_id, problem, country, city, client_hash, counted,
+                                received_at)
+           SELECT id, service_id, problem, country, city, client_hash, counted, received_at
+           FROM input
+         )",
+    );
+    let mut p = 8;
+    for (i, (table, column, _)) in ROLLUP_LEVELS.iter().enumerate() {
+        sql.push_str(&format!(
+            ", r{i} AS (
+               INSERT INTO {table} (service_id, scope, {column}, counted, received)
+               SELECT * FROM UNNEST(${}::int8[], ${}::text[], ${}::int8[], ${}::int8[], ${}::int8[])
+               ON CONFLICT (service_id, scope, {column}) DO UPDATE
+               SET counted = {table}.counted + EXCLUDED.counted,
+                   received = {table}.received + EXCLUDED.received
+             )",
+            p,
+            p + 1,
+            p + 2,
+            p + 3,
+            p + 4
+        ));
+        p += 5;
+    }
+    sql.push_str(&format!(
+        ", facets AS (
+           INSERT INTO report_facets (service_id, hour, problem, country, city, counted)
+           SELECT * FROM UNNEST(${}::int8[], ${}::int8[], ${}::text[], ${}::text[], ${}::text[],
+                                ${}::int8[])
+           ON CONFLICT (service_id, hour, problem, country, city) DO UPDATE
+           SET counted = report_facets.counted + EXCLUDED.counted
+         )
+         SELECT id FROM input ORDER BY ord",
+        p,
+        p + 1,
+        p + 2,
+        p + 3,
+        p + 4,
+        p + 5
+    ));
+    sql
+});
+
+fn is_deadlock(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(d) if d.code().as_deref() == Some("40P01"))
+}
+
 type Query<'q> = sqlx::query::Query<'q, sqlx::Postgres, PgArguments>;
 
 /// Binds a record as parameters $1 to $11 (the column order of the INSERT
@@ -99,12 +158,6 @@ async fn insert_or_adopt(tx: &mut PgConnection, r: &IncidentRecord) -> Result<i6
 /// Adds a batch to every rollup, in the same transaction as its reports.
 /// The sums come out sorted, so concurrent writers lock rows in the same
 /// order and cannot deadlock.
-async fn write_rollups(tx: &mut PgConnection, reports: &[ReportRecord]) -> Result<()> {
-    let mut sums = RollupSums::default();
-    sums.add(reports);
-    write_sums(tx, &mut sums).await
-}
-
 /// Creates a service on `conn` (a pool connection or a transaction).
 async fn create_service_on(conn: &mut PgConnection, s: &NewService) -> Result<Service> {
     let q = format!(
@@ -259,14 +312,6 @@ impl Storage for PgStore {
             return Ok(Vec::new());
         }
         let n = reports.len();
-        let mut tx = self.pool.begin().await?;
-        // Ids are drawn first so they pair with their reports without relying
-        // on the order of RETURNING rows.
-        let ids: Vec<i64> =
-            sqlx::query_scalar("SELECT nextval('reports_id_seq') FROM generate_series(1, $1)")
-                .bind(n as i64)
-                .fetch_all(&mut *tx)
-                .await?;
         let mut service_ids = Vec::with_capacity(n);
         let mut problems = Vec::with_capacity(n);
         let mut countries = Vec::with_capacity(n);
@@ -277,31 +322,52 @@ impl Storage for PgStore {
         for r in reports {
             service_ids.push(r.service_id);
             problems.push(r.problem.as_str());
-            countries.push(r.country.map(|c| c.as_str().to_owned()));
+            countries.push(r.country.as_ref().map(|c| c.as_str()));
             cities.push(r.city.as_ref().map(|c| c.as_str()));
-            hashes.push(r.client_hash.to_vec());
+            hashes.push(&r.client_hash[..]);
             counted.push(r.counted);
             received.push(r.received_at);
         }
-        sqlx::query(
-            "INSERT INTO reports (id, service_id, problem, country, city, client_hash, counted, received_at)
-             SELECT * FROM UNNEST($1::int8[], $2::int8[], $3::text[], $4::text[], $5::text[],
-                                  $6::bytea[], $7::bool[], $8::timestamptz[])",
-        )
-        .bind(&ids)
-        .bind(&service_ids)
-        .bind(&problems)
-        .bind(&countries)
-        .bind(&cities)
-        .bind(&hashes)
-        .bind(&counted)
-        .bind(&received)
-        .execute(&mut *tx)
-        .await?;
-
-        write_rollups(&mut tx, reports).await?;
-        tx.commit().await?;
-        Ok(ids)
+        let mut sums = RollupSums::default();
+        sums.add(reports);
+        let (levels, facets) = sums.take();
+        // One statement, one round trip, its own transaction: the reports
+        // and every rollup commit together or not at all, and row locks on
+        // the hot rollup rows are held for one statement and its commit.
+        let mut attempt = 0;
+        loop {
+            let mut q = sqlx::query_scalar::<_, i64>(&INSERT_BATCH)
+                .bind(&service_ids)
+                .bind(&problems)
+                .bind(&countries)
+                .bind(&cities)
+                .bind(&hashes)
+                .bind(&counted)
+                .bind(&received);
+            for rows in &levels {
+                q = q
+                    .bind(&rows.service)
+                    .bind(&rows.scope)
+                    .bind(&rows.time)
+                    .bind(&rows.counted)
+                    .bind(&rows.received);
+            }
+            let result = q
+                .bind(&facets.service)
+                .bind(&facets.hour)
+                .bind(&facets.problem)
+                .bind(&facets.country)
+                .bind(&facets.city)
+                .bind(&facets.counted)
+                .fetch_all(&self.pool)
+                .await;
+            match result {
+                // Rows are locked in one order by every writer, so a deadlock
+                // is not expected; if one happens nothing was written: retry once.
+                Err(e) if attempt == 0 && is_deadlock(&e) => attempt += 1,
+                other => return Ok(other?),
+            }
+        }
     }
 
     async fn counts(

@@ -26,20 +26,29 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use std::fmt::Write;
 use std::time::Duration;
 
-/// Claims one report atomically: the client's key, then a place under its
-/// address's cap (the counter holds counted reports only). Both keys share
-/// the service's hash tag, so it is cluster-safe.
-/// Returns 1 counted, 2 over the address cap, 0 duplicate.
+/// Claims the reports of one service atomically, one after the other: each
+/// client's key, then a place under its address's cap (the counter holds
+/// counted reports only). KEYS are (client, address) pairs of one service,
+/// which share its hash tag, so it is cluster-safe. One call per service per
+/// batch: Redis runs the loop instead of parsing a command per report.
+/// Returns, per pair, 1 counted, 2 over the address cap, 0 duplicate.
 const CLAIM_LUA: &str = r"
-if redis.call('SET', KEYS[1], '1', 'NX', 'PX', ARGV[1]) then
-  local n = tonumber(redis.call('GET', KEYS[2]) or '0')
-  if n < tonumber(ARGV[2]) then
-    if redis.call('INCR', KEYS[2]) == 1 then redis.call('PEXPIRE', KEYS[2], ARGV[1]) end
-    return 1
+local out = {}
+local window, cap = ARGV[1], tonumber(ARGV[2])
+for i = 1, #KEYS, 2 do
+  local r = 0
+  if redis.call('SET', KEYS[i], '1', 'NX', 'PX', window) then
+    local n = tonumber(redis.call('GET', KEYS[i + 1]) or '0')
+    if n < cap then
+      if redis.call('INCR', KEYS[i + 1]) == 1 then redis.call('PEXPIRE', KEYS[i + 1], window) end
+      r = 1
+    else
+      r = 2
+    end
   end
-  return 2
+  out[#out + 1] = r
 end
-return 0
+return out
 ";
 
 /// Gives a claim back; ARGV[1] = 1 when it also took a place under the cap.
@@ -86,6 +95,36 @@ impl RedisWindows {
         })
     }
 
+    /// Deletes every key under this store's prefix (SCAN, so Redis keeps
+    /// serving meanwhile); returns how many. For throwaway prefixes:
+    /// benchmarks and tests.
+    pub async fn forget_all(&self) -> Result<usize> {
+        let mut conn = self.conn.clone();
+        let mut cursor = 0u64;
+        let mut deleted = 0;
+        loop {
+            let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg(format!("{}*", self.prefix))
+                .arg("COUNT")
+                .arg(1000)
+                .query_async(&mut conn)
+                .await?;
+            if !keys.is_empty() {
+                let _: () = redis::cmd("UNLINK")
+                    .arg(&keys)
+                    .query_async(&mut conn)
+                    .await?;
+                deleted += keys.len();
+            }
+            if next == 0 {
+                return Ok(deleted);
+            }
+            cursor = next;
+        }
+    }
+
     fn hashed_key(&self, service_id: i64, kind: char, hash: &[u8; 16]) -> String {
         let mut s = format!("{}{{s{service_id}}}:{kind}:", self.prefix);
         for b in hash {
@@ -94,19 +133,26 @@ impl RedisWindows {
         s
     }
 
-    fn claim_pipeline(&self, keys: &[DedupKey], rule: DedupRule) -> redis::Pipeline {
+    /// One EVALSHA per service in the batch; `order` maps each reply back
+    /// to its report.
+    fn claim_pipeline(&self, keys: &[DedupKey], rule: DedupRule) -> (redis::Pipeline, Vec<usize>) {
         let window_ms = rule.window.as_millis().max(1) as u64;
+        let mut order: Vec<usize> = (0..keys.len()).collect();
+        order.sort_by_key(|&i| keys[i].service_id);
         let mut pipe = redis::pipe();
-        for k in keys {
-            pipe.cmd("EVALSHA")
+        for group in order.chunk_by(|&a, &b| keys[a].service_id == keys[b].service_id) {
+            let cmd = pipe
+                .cmd("EVALSHA")
                 .arg(self.claim_script.get_hash())
-                .arg(2)
-                .arg(self.hashed_key(k.service_id, 'd', &k.client))
-                .arg(self.hashed_key(k.service_id, 'a', &k.address))
-                .arg(window_ms)
-                .arg(rule.per_address);
+                .arg(group.len() * 2);
+            for &i in group {
+                let k = &keys[i];
+                cmd.arg(self.hashed_key(k.service_id, 'd', &k.client))
+                    .arg(self.hashed_key(k.service_id, 'a', &k.address));
+            }
+            cmd.arg(window_ms).arg(rule.per_address);
         }
-        pipe
+        (pipe, order)
     }
 
     fn bucket_key(&self, service_id: i64, scope: &str, minute: i64) -> String {
@@ -195,9 +241,9 @@ impl WindowStore for RedisWindows {
         if keys.is_empty() {
             return Ok(Vec::new());
         }
-        let pipe = self.claim_pipeline(keys, rule);
+        let (pipe, order) = self.claim_pipeline(keys, rule);
         let mut conn = self.conn.clone();
-        let replies: Vec<i64> = match pipe.query_async(&mut conn).await {
+        let replies: Vec<Vec<i64>> = match pipe.query_async(&mut conn).await {
             Ok(r) => r,
             // A restarted Redis has forgotten the script: load it once, retry.
             Err(e) if e.code() == Some("NOSCRIPT") => {
@@ -209,14 +255,15 @@ impl WindowStore for RedisWindows {
             }
             Err(e) => return Err(e.into()),
         };
-        Ok(replies
-            .into_iter()
-            .map(|r| match r {
+        let mut claims = vec![Claim::Duplicate; keys.len()];
+        for (&i, r) in order.iter().zip(replies.into_iter().flatten()) {
+            claims[i] = match r {
                 1 => Claim::Counted,
                 2 => Claim::OverCap,
                 _ => Claim::Duplicate,
-            })
-            .collect())
+            };
+        }
+        Ok(claims)
     }
 
     async fn release(&self, claims: &[(DedupKey, Claim)]) -> Result<()> {
