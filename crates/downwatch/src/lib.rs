@@ -3,6 +3,7 @@
 
 pub mod bench;
 pub mod bench_import;
+pub mod bench_ingest;
 pub mod bench_read;
 pub mod catalogue;
 pub mod config;

@@ -6,6 +6,11 @@ use downwatch::startup::{Application, connect_storage};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+// mimalloc: the ingest path allocates per request (HTTP, JSON, batches); glibc
+// malloc was a tenth of its profile.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "downwatch",
@@ -69,6 +74,38 @@ enum BenchCommand {
         #[arg(long)]
         database_url: Option<String>,
     },
+    /// Report submission over HTTP (wrk): Downwatch in PostgreSQL + Redis
+    /// and embedded modes against a minimal actix-web endpoint that parses
+    /// the same body and stores nothing; then every 201 is looked up.
+    Ingest {
+        /// Seconds of the measured phase (and of the overload phase).
+        #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..=3600))]
+        seconds: u64,
+        /// wrk connections in the measured phase.
+        #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+        connections: u32,
+        /// wrk threads.
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=64))]
+        threads: u32,
+        /// Connections of the overload phase as a multiple of --connections (1: none).
+        #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=100))]
+        overload: u32,
+        /// HTTP workers of each server (default: one per core).
+        #[arg(long)]
+        workers: Option<usize>,
+        /// Only this mode (default both).
+        #[arg(long, value_parser = ["production", "embedded"])]
+        only: Option<String>,
+        /// The PostgreSQL server (a URL to any database on it).
+        #[arg(long)]
+        database_url: Option<String>,
+        /// The Redis server.
+        #[arg(long, default_value = "redis://127.0.0.1:6379")]
+        redis_url: String,
+    },
+    /// The baseline endpoint of `bench ingest` (run by it as a child process).
+    #[command(hide = true)]
+    MinimalServer,
 }
 
 #[derive(Subcommand)]
@@ -131,93 +168,8 @@ async fn main() -> ExitCode {
             }
         };
     }
-    if let Command::Bench {
-        what:
-            BenchCommand::Detect {
-                quick,
-                services,
-                live_services,
-            },
-    } = &cli.command
-    {
-        let b = downwatch::bench::DetectBench {
-            quick: *quick,
-            services: *services as usize,
-            live_services: *live_services as usize,
-        };
-        return match downwatch::bench::detect(&b).await {
-            Ok(table) => {
-                #[allow(clippy::print_stdout)]
-                {
-                    println!("{table}");
-                }
-                ExitCode::SUCCESS
-            }
-            Err(e) => {
-                eprintln!("downwatch: {e:#}");
-                ExitCode::FAILURE
-            }
-        };
-    }
-    if let Command::Bench {
-        what:
-            BenchCommand::Import {
-                rows,
-                sample,
-                services,
-                days,
-                database_url,
-            },
-    } = &cli.command
-    {
-        let server_url = database_url
-            .clone()
-            .or_else(|| {
-                std::env::var("DATABASE_URL")
-                    .ok()
-                    .filter(|u| u.starts_with("postgres://") || u.starts_with("postgresql://"))
-            })
-            .unwrap_or_else(|| downwatch::bench_import::DEFAULT_SERVER.to_owned());
-        let b = downwatch::bench_import::ImportBench {
-            rows: *rows as usize,
-            sample: *sample as usize,
-            services: *services as usize,
-            days: *days,
-            server_url,
-        };
-        return match downwatch::bench_import::import(&b).await {
-            Ok(table) => {
-                #[allow(clippy::print_stdout)]
-                {
-                    println!("{table}");
-                }
-                ExitCode::SUCCESS
-            }
-            Err(e) => {
-                eprintln!("downwatch: {e:#}");
-                ExitCode::FAILURE
-            }
-        };
-    }
-    if let Command::Bench {
-        what:
-            BenchCommand::Read {
-                per_service,
-                services,
-                ingest,
-                database_url,
-            },
-    } = &cli.command
-    {
-        let b = downwatch::bench_read::ReadBench {
-            database_url: database_url
-                .clone()
-                .unwrap_or_else(|| downwatch::bench_import::DEFAULT_SERVER.to_owned()),
-            services: *services,
-            per_service: *per_service,
-            ingest_per_sec: *ingest,
-        };
-        return match downwatch::bench_read::read(&b).await {
+    if let Command::Bench { what } = &cli.command {
+        return match bench(what).await {
             Ok(table) => {
                 #[allow(clippy::print_stdout)]
                 {
@@ -254,6 +206,93 @@ async fn main() -> ExitCode {
             eprintln!("downwatch: {e:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Runs a benchmark; its Markdown tables are printed by the caller.
+async fn bench(what: &BenchCommand) -> anyhow::Result<String> {
+    use downwatch::bench_import::DEFAULT_SERVER;
+    // The PostgreSQL server of a bench: the flag, else a PostgreSQL
+    // DATABASE_URL, else the local server.
+    let server = |flag: &Option<String>| {
+        flag.clone()
+            .or_else(|| {
+                std::env::var("DATABASE_URL")
+                    .ok()
+                    .filter(|u| u.starts_with("postgres://") || u.starts_with("postgresql://"))
+            })
+            .unwrap_or_else(|| DEFAULT_SERVER.to_owned())
+    };
+    match what {
+        BenchCommand::Detect {
+            quick,
+            services,
+            live_services,
+        } => {
+            downwatch::bench::detect(&downwatch::bench::DetectBench {
+                quick: *quick,
+                services: *services as usize,
+                live_services: *live_services as usize,
+            })
+            .await
+        }
+        BenchCommand::Import {
+            rows,
+            sample,
+            services,
+            days,
+            database_url,
+        } => {
+            downwatch::bench_import::import(&downwatch::bench_import::ImportBench {
+                rows: *rows as usize,
+                sample: *sample as usize,
+                services: *services as usize,
+                days: *days,
+                server_url: server(database_url),
+            })
+            .await
+        }
+        BenchCommand::Read {
+            per_service,
+            services,
+            ingest,
+            database_url,
+        } => {
+            downwatch::bench_read::read(&downwatch::bench_read::ReadBench {
+                database_url: server(database_url),
+                services: *services,
+                per_service: *per_service,
+                ingest_per_sec: *ingest,
+            })
+            .await
+        }
+        BenchCommand::Ingest {
+            seconds,
+            connections,
+            threads,
+            overload,
+            workers,
+            only,
+            database_url,
+            redis_url,
+        } => {
+            downwatch::bench_ingest::ingest(&downwatch::bench_ingest::IngestBench {
+                duration: std::time::Duration::from_secs(*seconds),
+                connections: *connections,
+                threads: *threads,
+                overload: *overload,
+                workers: workers
+                    .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
+                database_url: server(database_url),
+                redis_url: redis_url.clone(),
+                production: only.as_deref() != Some("embedded"),
+                embedded: only.as_deref() != Some("production"),
+            })
+            .await
+        }
+        BenchCommand::MinimalServer => downwatch::bench_ingest::minimal::serve()
+            .await
+            .map(|()| String::new()),
     }
 }
 
