@@ -102,8 +102,9 @@ impl Backing {
         }
     }
 
-    /// Settings for an app over this backing; `extra` overrides them.
-    pub fn settings(&self, extra: &[(&str, &str)]) -> Settings {
+    /// The environment of an app over this backing; `extra` overrides it
+    /// (an empty value removes the variable).
+    pub fn env(&self, extra: &[(&str, &str)]) -> HashMap<String, String> {
         let mut env: HashMap<String, String> = HashMap::new();
         let mut set = |k: &str, v: &str| {
             env.insert(k.to_owned(), v.to_owned());
@@ -129,6 +130,12 @@ impl Backing {
                 env.insert((*k).to_owned(), (*v).to_owned());
             }
         }
+        env
+    }
+
+    /// Settings for an app over this backing; `extra` overrides them.
+    pub fn settings(&self, extra: &[(&str, &str)]) -> Settings {
+        let env = self.env(extra);
         Settings::from_lookup(|k| env.get(k).cloned()).unwrap()
     }
 

@@ -3,10 +3,12 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod detector;
+mod faults;
 mod helpers;
 mod history;
 mod import;
 mod openapi;
+mod process;
 mod read;
 mod reports;
 mod series;

@@ -1,0 +1,219 @@
+//! Faults the server must survive without losing an acknowledged report:
+//! `kill -9` under load, one of two instances killed, and a flood for one
+//! service while another needs its reports stored.
+
+use crate::both_modes;
+use crate::helpers::{Backing, Mode, assert_problem, new_client_ip, spawn_app_with};
+use crate::process::{ServeProcess, load, stored_among};
+use serde_json::{Value, json};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+both_modes!(
+    kill_9_under_load_loses_no_acknowledged_report,
+    a_flood_for_one_service_cannot_starve_another,
+);
+
+/// Waits until at least `n` requests have been sent.
+async fn until_sent(sent: &AtomicU64, n: u64) {
+    for _ in 0..600 {
+        if sent.load(Ordering::Relaxed) >= n {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("the load never reached {n} requests");
+}
+
+async fn kill_9_under_load_loses_no_acknowledged_report(b: Backing) {
+    let mut server = ServeProcess::start(&b, &[]).await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let sent = Arc::new(AtomicU64::new(0));
+    let running = tokio::spawn(load(
+        vec![server.address.clone()],
+        "whatsapp",
+        32,
+        stop.clone(),
+        sent.clone(),
+    ));
+    until_sent(&sent, 2_000).await;
+    server.kill_9();
+    stop.store(true, Ordering::Relaxed);
+    let result = running.await.unwrap();
+    assert!(
+        result.acknowledged.len() >= 1_000,
+        "a real load was acknowledged before the kill: {result:?}"
+    );
+    assert!(
+        result.failed > 0,
+        "the kill came while requests were in flight"
+    );
+    // Every 201 is in the database; nothing else is (a request cut by the
+    // kill may or may not have committed, but no id is invented).
+    let found = stored_among(&b, &result.acknowledged).await;
+    assert_eq!(found, result.acknowledged.len() as i64);
+    let rows = b.stored_reports().await;
+    assert!(rows >= found, "{rows} rows, {found} acknowledged");
+    assert!(
+        rows <= found + result.failed as i64,
+        "only requests cut by the kill may be stored unacknowledged: {rows} rows, {found} acknowledged, {} cut",
+        result.failed
+    );
+    // It starts again on the same data and carries on.
+    let again = ServeProcess::start(&b, &[]).await;
+    let r = reqwest::Client::new()
+        .post(format!(
+            "{}/api/v1/services/whatsapp/reports",
+            again.address
+        ))
+        .header("X-Forwarded-For", new_client_ip())
+        .json(&json!({"problem": "app"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    assert_eq!(b.stored_reports().await, rows + 1);
+}
+
+/// Production: two instances on one PostgreSQL and Redis take a load
+/// together; one is killed; the other goes on, and every report either of
+/// them acknowledged is stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_one_of_two_instances_loses_nothing_acknowledged() {
+    let Some(b) = Backing::new(Mode::Production).await else {
+        return;
+    };
+    let mut first = ServeProcess::start(&b, &[]).await;
+    let second = ServeProcess::start(&b, &[]).await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let sent = Arc::new(AtomicU64::new(0));
+    let running = tokio::spawn(load(
+        vec![first.address.clone(), second.address.clone()],
+        "whatsapp",
+        32,
+        stop.clone(),
+        sent.clone(),
+    ));
+    until_sent(&sent, 2_000).await;
+    first.kill_9();
+    let at_kill = sent.load(Ordering::Relaxed);
+    // The survivor keeps taking the whole load.
+    until_sent(&sent, at_kill + 1_000).await;
+    stop.store(true, Ordering::Relaxed);
+    let result = running.await.unwrap();
+    assert!(
+        result.failed > 0,
+        "the kill came while requests were in flight"
+    );
+    assert!(result.acknowledged.len() >= 2_000, "{result:?}");
+    assert_eq!(
+        stored_among(&b, &result.acknowledged).await,
+        result.acknowledged.len() as i64
+    );
+    // Distinct clients, one report each: every stored report counted once,
+    // whichever instance took it.
+    assert_eq!(
+        b.scalar_i64("SELECT COUNT(*) FROM reports WHERE NOT counted")
+            .await,
+        0
+    );
+}
+
+async fn a_flood_for_one_service_cannot_starve_another(b: Backing) {
+    let app = spawn_app_with(
+        &b,
+        &[
+            ("DOWNWATCH_INGEST_QUEUE", "20"),
+            // Small batches, so the stalled workers hold few and the queue
+            // the rest, whenever they wake.
+            ("DOWNWATCH_INGEST_MAX_BATCH", "5"),
+            ("DOWNWATCH_COMMIT_TIMEOUT_MS", "20000"),
+        ],
+    )
+    .await;
+    // The database stalls while WhatsApp's outage floods in: its reports
+    // fill the whole queue (an outage may use all of it).
+    let block = b.block_writes().await;
+    let flood: Vec<_> = (0..40)
+        .map(|_| {
+            let client = app.client.clone();
+            let url = app.url("/api/v1/services/whatsapp/reports");
+            tokio::spawn(async move {
+                client
+                    .post(url)
+                    .header("X-Forwarded-For", new_client_ip())
+                    .json(&json!({"problem": "messaging"}))
+                    .send()
+                    .await
+                    .unwrap()
+            })
+        })
+        .collect();
+    // Wait until the flood holds the queue (the batcher holds one batch
+    // waiting on the database, the queue the rest).
+    for _ in 0..600 {
+        if app.state.ingest.queue_depth() >= 20 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        app.state.ingest.queue_depth(),
+        20,
+        "the flood fills the queue"
+    );
+    // Another service's reports still get in, pushing out the flood's newest.
+    let quiet: Vec<_> = (0..3)
+        .map(|_| {
+            let client = app.client.clone();
+            let url = app.url("/api/v1/services/instagram/reports");
+            tokio::spawn(async move {
+                client
+                    .post(url)
+                    .header("X-Forwarded-For", new_client_ip())
+                    .json(&json!({"problem": "app"}))
+                    .send()
+                    .await
+                    .unwrap()
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(app.state.ingest.queue_depth(), 20, "still bounded");
+    block.release().await;
+
+    for r in futures_util::future::join_all(quiet).await {
+        let r = r.unwrap();
+        assert_eq!(r.status(), 201, "the quiet service's report is stored");
+    }
+    let (mut stored, mut refused) = (0, 0);
+    for r in futures_util::future::join_all(flood).await {
+        let r = r.unwrap();
+        match r.status().as_u16() {
+            201 => stored += 1,
+            503 => {
+                assert!(r.headers().contains_key("retry-after"));
+                let p: Value = assert_problem(r, 503, None).await;
+                assert!(p["detail"].as_str().unwrap().contains("waiting"), "{p}");
+                refused += 1;
+            }
+            s => panic!("unexpected {s}"),
+        }
+    }
+    assert_eq!(stored + refused, 40);
+    assert!(
+        stored >= 17,
+        "the flood's reports land too: {stored} stored"
+    );
+    assert!(refused >= 3, "three were pushed out or refused: {refused}");
+    assert_eq!(
+        b.scalar_i64(
+            "SELECT COUNT(*) FROM reports r JOIN services s ON s.id = r.service_id WHERE s.slug = 'instagram'"
+        )
+        .await,
+        3
+    );
+    assert_eq!(b.stored_reports().await, stored + 3);
+    app.stop().await;
+}
