@@ -323,6 +323,9 @@ pub struct ReportRecord {
     pub city: Option<City>,
     /// Salted hash of the client's address (and client id): never the address.
     pub client_hash: [u8; 16],
+    /// Salted hash of the address alone (the per-address cap's key); `None`
+    /// for imported history.
+    pub address_hash: Option<[u8; 16]>,
     pub counted: bool,
     pub received_at: chrono::DateTime<chrono::Utc>,
 }

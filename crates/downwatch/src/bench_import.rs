@@ -297,6 +297,7 @@ async fn timed_row_by_row(storage: &dyn Storage, b: &ImportBench, n: usize) -> a
                 .map_err(anyhow::Error::msg)?
                 .flatten(),
             client_hash: [0; 16],
+            address_hash: None,
             counted: true,
             received_at: chrono::DateTime::from_timestamp(r.at, 0).context("time out of range")?,
         });

@@ -292,6 +292,7 @@ async fn ingest(
                 country: None,
                 city: None,
                 client_hash: [0; 16],
+                address_hash: None,
                 counted: true,
                 received_at: now,
             })

@@ -443,6 +443,7 @@ fn read_chunks(
             country: row.country,
             city: row.city,
             client_hash: [0; 16],
+            address_hash: None,
             counted: true,
             received_at: row.reported_at,
         });

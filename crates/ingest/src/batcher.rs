@@ -321,6 +321,7 @@ impl Shared {
                 country: s.country,
                 city: s.city,
                 client_hash: s.client.client,
+                address_hash: Some(s.client.address),
                 counted: claim.counts(),
                 received_at: s.received_at,
             })
@@ -401,6 +402,7 @@ mod tests {
             country: country.map(|c| CountryCode::parse(c).unwrap()),
             city: None,
             client_hash: [1; 16],
+            address_hash: None,
             counted,
             received_at: chrono::DateTime::from_timestamp(secs, 0).unwrap(),
         };

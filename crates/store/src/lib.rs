@@ -141,6 +141,44 @@ pub struct MinuteCount {
     pub counted: i64,
 }
 
+/// A counted report as a de-duplication claim.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct ClaimRow {
+    pub id: i64,
+    pub client_hash: Vec<u8>,
+    pub address_hash: Option<Vec<u8>>,
+    /// Epoch microseconds.
+    pub received_at: i64,
+}
+
+/// Where the next page of [`Storage::counted_claims`] starts: after this
+/// row, in (received_at, id) order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClaimCursor {
+    /// Epoch microseconds.
+    pub received_at: i64,
+    pub id: i64,
+}
+
+impl ClaimCursor {
+    /// Just before everything received at or after `since` (epoch seconds).
+    pub fn before(since: i64) -> Self {
+        Self {
+            received_at: since.saturating_mul(1_000_000) - 1,
+            id: i64::MAX,
+        }
+    }
+}
+
+impl ClaimRow {
+    pub fn cursor(&self) -> ClaimCursor {
+        ClaimCursor {
+            received_at: self.received_at,
+            id: self.id,
+        }
+    }
+}
+
 #[async_trait]
 pub trait Storage: Send + Sync + 'static {
     /// `"sqlite"` or `"postgres"`, for logs and `/readyz`.
@@ -204,6 +242,18 @@ pub trait Storage: Send + Sync + 'static {
     /// Counted reports per minute of every service and scope since
     /// `from` (for rebuilding the window store).
     async fn recent_minute_counts(&self, from: i64) -> Result<Vec<MinuteCount>>;
+
+    /// One page of a service's counted reports received since `since`
+    /// (epoch seconds), oldest first, after `after` (the last row of the
+    /// previous page): the de-duplication claims they stand for, for
+    /// rebuilding the window store.
+    async fn counted_claims(
+        &self,
+        service_id: i64,
+        since: i64,
+        after: Option<ClaimCursor>,
+        limit: u32,
+    ) -> Result<Vec<ClaimRow>>;
 
     /// Scopes the detector last left at `warning` or `outage`.
     async fn alert_levels(&self) -> Result<Vec<ScopeLevel>>;
@@ -615,6 +665,7 @@ mod import_tests {
             country: country.map(|c| CountryCode::parse(c).unwrap()),
             city: city.and_then(|c| City::parse(c).unwrap()),
             client_hash: [0; 16],
+            address_hash: None,
             counted,
             received_at: chrono::DateTime::from_timestamp(secs, 0).unwrap(),
         }
@@ -681,6 +732,7 @@ mod tests {
             country: country.map(|c| CountryCode::parse(c).unwrap()),
             city: None,
             client_hash: [0; 16],
+            address_hash: None,
             counted,
             received_at: chrono::DateTime::from_timestamp(secs, 0).unwrap(),
         }

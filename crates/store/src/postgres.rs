@@ -1,11 +1,12 @@
 //! PostgreSQL storage: production mode, shared by every instance.
 
+use super::{
+    ClaimCursor, ClaimRow, IncidentQuery, IncidentRecord, IncidentRow, IncidentWrite, MinuteCount,
+    OpenIncident, Result, ScopeLevel, ScopeStateRow, ServiceRow, Storage, StoreError,
+    is_unique_violation,
+};
 use super::{FacetCount, ROLLUP_LEVELS, merge_facets, rollup_for, split_hours};
 use super::{ImportSession, RollupSums, UPSERT_SLICE};
-use super::{
-    IncidentQuery, IncidentRecord, IncidentRow, IncidentWrite, MinuteCount, OpenIncident, Result,
-    ScopeLevel, ScopeStateRow, ServiceRow, Storage, StoreError, is_unique_violation,
-};
 use async_trait::async_trait;
 use downwatch_core::{NewService, ReportRecord, Service, ServicePatch};
 use sqlx::Row;
@@ -50,18 +51,19 @@ static INSERT_BATCH: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
         "WITH input AS MATERIALIZED (
            SELECT nextval('reports_id_seq') AS id, u.*
            FROM UNNEST($1::int8[], $2::text[], $3::text[], $4::text[], $5::bytea[],
-                       $6::bool[], $7::timestamptz[])
+                       $6::bytea[], $7::bool[], $8::timestamptz[])
                 WITH ORDINALITY AS u(service_id, problem, country, city, client_hash,
-                                     counted, received_at, ord)
+                                     address_hash, counted, received_at, ord)
          ),
          ins AS (
-           INSERT INTO reports (id, service_id, problem, country, city, client_hash, counted,
-                                received_at)
-           SELECT id, service_id, problem, country, city, client_hash, counted, received_at
+           INSERT INTO reports (id, service_id, problem, country, city, client_hash,
+                                address_hash, counted, received_at)
+           SELECT id, service_id, problem, country, city, client_hash, address_hash, counted,
+                  received_at
            FROM input
          )",
     );
-    let mut p = 8;
+    let mut p = 9;
     for (i, (table, column, _)) in ROLLUP_LEVELS.iter().enumerate() {
         sql.push_str(&format!(
             ", r{i} AS (
@@ -317,6 +319,7 @@ impl Storage for PgStore {
         let mut countries = Vec::with_capacity(n);
         let mut cities = Vec::with_capacity(n);
         let mut hashes = Vec::with_capacity(n);
+        let mut addresses = Vec::with_capacity(n);
         let mut counted = Vec::with_capacity(n);
         let mut received = Vec::with_capacity(n);
         for r in reports {
@@ -325,6 +328,7 @@ impl Storage for PgStore {
             countries.push(r.country.as_ref().map(|c| c.as_str()));
             cities.push(r.city.as_ref().map(|c| c.as_str()));
             hashes.push(&r.client_hash[..]);
+            addresses.push(r.address_hash.as_ref().map(|a| &a[..]));
             counted.push(r.counted);
             received.push(r.received_at);
         }
@@ -342,6 +346,7 @@ impl Storage for PgStore {
                 .bind(&countries)
                 .bind(&cities)
                 .bind(&hashes)
+                .bind(&addresses)
                 .bind(&counted)
                 .bind(&received);
             for rows in &levels {
@@ -437,6 +442,34 @@ impl Storage for PgStore {
         .bind(service_id)
         .bind(from)
         .bind(to)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    async fn counted_claims(
+        &self,
+        service_id: i64,
+        since: i64,
+        after: Option<ClaimCursor>,
+        limit: u32,
+    ) -> Result<Vec<ClaimRow>> {
+        let after = after.unwrap_or_else(|| ClaimCursor::before(since));
+        // Microseconds as an exact interval from the epoch (to_timestamp
+        // goes through a double); the plain bound lets the index do the range.
+        Ok(sqlx::query_as(
+            "SELECT id, client_hash, address_hash,
+                    (EXTRACT(EPOCH FROM received_at) * 1000000)::int8 AS received_at
+             FROM reports
+             WHERE service_id = $1 AND counted
+               AND received_at >= TIMESTAMPTZ 'epoch' + $2 * INTERVAL '1 microsecond'
+               AND (received_at, id) > (TIMESTAMPTZ 'epoch' + $2 * INTERVAL '1 microsecond', $3)
+             ORDER BY received_at, id
+             LIMIT $4",
+        )
+        .bind(service_id)
+        .bind(after.received_at)
+        .bind(after.id)
+        .bind(i64::from(limit))
         .fetch_all(&self.pool)
         .await?)
     }
@@ -937,6 +970,7 @@ mod import_tests {
             country: Some(CountryCode::parse("FR").unwrap()),
             city: City::parse(r"C:\Paris").unwrap(),
             client_hash: [0xab; 16],
+            address_hash: None,
             counted: true,
             received_at: chrono::DateTime::from_timestamp(1_700_000_000, 5_000).unwrap(),
         };

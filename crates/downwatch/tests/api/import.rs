@@ -308,6 +308,7 @@ async fn an_import_session_dropped_before_commit_leaves_nothing(b: Backing) {
                 country: None,
                 city: None,
                 client_hash: [0; 16],
+                address_hash: None,
                 counted: true,
                 received_at: chrono::DateTime::from_timestamp(DAY + i, 0).unwrap(),
             })
@@ -333,6 +334,7 @@ async fn an_import_session_dropped_before_commit_leaves_nothing(b: Backing) {
             country: None,
             city: None,
             client_hash: [0; 16],
+            address_hash: None,
             counted: true,
             received_at: chrono::DateTime::from_timestamp(DAY + 60 * i, 0).unwrap(),
         })
