@@ -422,9 +422,13 @@ pub struct HealthResponse {
 #[derive(ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ReadyResponse {
-    /// Always `ready`.
-    #[schema(example = "ready")]
+    /// `ready`, or `degraded` while the window store is being rebuilt from
+    /// the database after it lost its data (reports are taken meanwhile).
+    #[schema(example = "ready", pattern = "^(ready|degraded)$")]
     pub status: String,
+    /// What is degraded, when `status` is `degraded`.
+    #[schema(nullable = false)]
+    pub detail: Option<String>,
     pub checks: ReadinessChecks,
 }
 
@@ -443,6 +447,10 @@ pub struct ReadinessCheck {
     /// e.g. `sqlite`, `postgres`, `memory`, `redis`.
     pub backend: String,
     pub ok: bool,
+    /// Window store only: whether it holds what the database says (`false`
+    /// after it lost its data, until the refill within seconds).
+    #[schema(nullable = false)]
+    pub filled: Option<bool>,
 }
 
 // -------------------------------------------------------------- services

@@ -7,11 +7,12 @@
 use crate::engine::{Engine, LOOKBACK_MINUTES, ScopeKey, ServiceCounts, Slot, WARMUP_DAYS};
 use crate::events::{self, Event, IncidentView, ServiceCount};
 use crate::metrics::DetectorMetrics;
+use crate::refill::Refiller;
 use crate::{FLEET_META_KEY, StoredSlot, StoredSlotRef, incident_record, load_fleet};
 use downwatch_core::detector::{DetectorParams, Transition};
 use downwatch_core::{GLOBAL_SCOPE, Level};
 use downwatch_store::{IncidentWrite, ScopeStateRow, Storage};
-use downwatch_windows::{BUCKET_RETENTION, Increment, ScopeRead, WindowStore};
+use downwatch_windows::{BUCKET_RETENTION, DedupRule, ScopeRead, WindowStore};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -34,6 +35,9 @@ pub struct LiveConfig {
     /// Every scope's state is saved at least this often (scopes with news
     /// are saved at once); a new lease holder replays the rest from counts.
     pub persist_every: Duration,
+    /// Ingestion's de-duplication rule, to restore its claims when the
+    /// window store is refilled.
+    pub dedup: DedupRule,
 }
 
 impl Default for LiveConfig {
@@ -44,11 +48,15 @@ impl Default for LiveConfig {
             instance: format!("{}-{}", std::process::id(), rand_suffix()),
             lease_ttl: Duration::from_secs(15),
             persist_every: Duration::from_secs(300),
+            dedup: DedupRule {
+                window: Duration::from_secs(15 * 60),
+                per_address: 10,
+            },
         }
     }
 }
 
-fn rand_suffix() -> u64 {
+pub(crate) fn rand_suffix() -> u64 {
     // Distinct per start; the lease only needs instances to differ.
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -83,6 +91,7 @@ pub enum LiveError {
 pub struct Live {
     storage: Arc<dyn Storage>,
     windows: Arc<dyn WindowStore>,
+    refiller: Refiller,
     params: DetectorParams,
     config: LiveConfig,
     metrics: DetectorMetrics,
@@ -101,6 +110,12 @@ impl Live {
         metrics: DetectorMetrics,
     ) -> Self {
         Self {
+            refiller: Refiller::new(
+                storage.clone(),
+                windows.clone(),
+                config.dedup,
+                metrics.window_refills.clone(),
+            ),
             storage,
             windows,
             params,
@@ -156,8 +171,10 @@ impl Live {
             return Ok(TickOutcome::Standby);
         }
         let until = (now - self.config.settle.as_secs() as i64).div_euclid(60) * 60 - 60;
-        if !self.windows.is_filled().await? {
-            self.refill(now).await?;
+        // Never step on a store that lost its data: refill it, or wait for
+        // the instance that is refilling it.
+        if self.refiller.ensure_filled(now).await?.is_none() && !self.windows.is_filled().await? {
+            return Ok(TickOutcome::Idle);
         }
         if self.engine.is_none() {
             self.engine = Some(self.load().await?);
@@ -496,29 +513,6 @@ impl Live {
         // Force a full save soon after a takeover.
         self.last_persist = i64::MIN;
         Ok(engine)
-    }
-
-    /// Refills the window store's minute buckets from the database rollups
-    /// (first start, or Redis lost its data).
-    async fn refill(&self, now: i64) -> Result<(), LiveError> {
-        let from = (now - BUCKET_RETENTION.as_secs() as i64).div_euclid(60) * 60 + 60;
-        let rows = self.storage.recent_minute_counts(from).await?;
-        let counts: Vec<Increment> = rows
-            .into_iter()
-            .map(|r| Increment {
-                service_id: r.service_id,
-                scope: r.scope,
-                minute: r.minute,
-                count: u32::try_from(r.counted).unwrap_or(u32::MAX),
-            })
-            .collect();
-        self.windows.fill(&counts).await?;
-        self.metrics.window_refills.inc();
-        tracing::info!(
-            buckets = counts.len(),
-            "window store filled from the database rollups"
-        );
-        Ok(())
     }
 }
 

@@ -13,6 +13,7 @@ use downwatch_api::ratelimit::IpLimiter;
 use downwatch_api::state::{ApiConfig, AppState};
 use downwatch_core::detector::DetectorParams;
 use downwatch_detector::live::{Live, LiveConfig};
+use downwatch_detector::refill::Refiller;
 use downwatch_ingest::{ClientHasher, Ingest, IngestConfig, IngestWorkers};
 use downwatch_store::Storage;
 use downwatch_windows::{DedupRule, MemoryWindows, RedisWindows, WindowStore};
@@ -91,6 +92,22 @@ impl Application {
         let windows = connect_windows(settings).await?;
 
         let metrics = Metrics::new();
+        let dedup = DedupRule {
+            window: settings.dedup_window,
+            per_address: settings.counted_per_address,
+        };
+        // Windows lost (a new process in embedded mode, a Redis that lost
+        // its data): rebuilt before the first report is taken, so nobody
+        // who already reported counts twice.
+        let refiller = Arc::new(Refiller::new(
+            storage.clone(),
+            windows.clone(),
+            dedup,
+            metrics.detector.window_refills.clone(),
+        ));
+        if let Err(e) = refiller.ensure_filled(chrono::Utc::now().timestamp()).await {
+            tracing::warn!(error = %e, "refilling the window store failed; retrying every 5 s");
+        }
         let (ingest, workers) = Ingest::start(
             storage.clone(),
             windows.clone(),
@@ -98,10 +115,7 @@ impl Application {
                 queue_capacity: settings.ingest_queue,
                 max_batch: settings.ingest_max_batch,
                 workers: if storage.backend() == "sqlite" { 1 } else { 2 },
-                dedup: DedupRule {
-                    window: settings.dedup_window,
-                    per_address: settings.counted_per_address,
-                },
+                dedup,
             },
             metrics.ingest.clone(),
         );
@@ -166,6 +180,20 @@ impl Application {
                     }
                 }
             })),
+            // Every instance watches for a window store that lost its data
+            // (the lease picks one to refill it), detector or not.
+            tokio::spawn(every(Duration::from_secs(5), {
+                let refiller = refiller.clone();
+                move || {
+                    let refiller = refiller.clone();
+                    async move {
+                        let now = chrono::Utc::now().timestamp();
+                        if let Err(e) = refiller.ensure_filled(now).await {
+                            tracing::warn!(error = %e, "refilling the window store failed");
+                        }
+                    }
+                }
+            })),
             tokio::spawn(every(Duration::from_secs(30), {
                 let state = state.clone();
                 move || {
@@ -186,6 +214,7 @@ impl Application {
                 LiveConfig {
                     interval: settings.detect_interval,
                     lease_ttl: (settings.detect_interval * 3).max(Duration::from_secs(15)),
+                    dedup,
                     ..LiveConfig::default()
                 },
                 state.metrics.detector.clone(),

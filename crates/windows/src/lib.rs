@@ -74,6 +74,18 @@ pub struct Increment {
     pub count: u32,
 }
 
+/// A counted report's claim, read back from the database to rebuild
+/// de-duplication after the window store lost it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RestoredClaim {
+    pub service_id: i64,
+    pub client: [u8; 16],
+    /// `None` for reports stored before addresses were kept (or imported).
+    pub address: Option<[u8; 16]>,
+    /// What is left of the window since the report was received.
+    pub remaining: Duration,
+}
+
 /// `n` consecutive minute buckets of one scope to read.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ScopeRead {
@@ -173,6 +185,14 @@ pub trait WindowStore: Send + Sync + 'static {
     /// Sets minute buckets to `counts` (read from the database rollups) and
     /// marks the store filled. Buckets not named are left as they are.
     async fn fill(&self, counts: &[Increment]) -> Result<()>;
+
+    /// Puts back the claims of counted reports (oldest first): each client's
+    /// claim for what is left of its window, and one place under its
+    /// address's cap per report, the cap expiring with the address's oldest
+    /// report as it would have. Claims taken meanwhile are kept; a report
+    /// both taken meanwhile and restored costs its address one extra place
+    /// for the rest of the window (the cap errs on counting fewer).
+    async fn restore_claims(&self, claims: &[RestoredClaim], rule: DedupRule) -> Result<()>;
 
     /// Sends `payload` to every subscriber of `channel`, in every instance.
     async fn publish(&self, channel: &str, payload: &str) -> Result<()>;

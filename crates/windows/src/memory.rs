@@ -1,8 +1,8 @@
 //! In-process windows for the embedded single-process mode.
 
 use super::{
-    BUCKET_RETENTION, Claim, DedupKey, DedupRule, Increment, Result, ScopeRead, Subscription,
-    WindowStore,
+    BUCKET_RETENTION, Claim, DedupKey, DedupRule, Increment, RestoredClaim, Result, ScopeRead,
+    Subscription, WindowStore,
 };
 use async_trait::async_trait;
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -11,7 +11,10 @@ use std::time::{Duration, Instant};
 use tokio::sync::{broadcast, mpsc};
 
 /// Values that expire a fixed time after they are first set, dropped in
-/// the order they were set (all share one window) without a scan.
+/// the order they were set (all share one window) without a scan. Claims
+/// restored after a restart expire sooner than the window; they are set
+/// oldest first before new ones, so the order still holds (one restored
+/// behind a later expiry merely lingers until that one goes).
 struct Expiring<K, V> {
     entries: HashMap<K, (Instant, V)>,
     order: VecDeque<(Instant, K)>,
@@ -250,6 +253,26 @@ impl WindowStore for MemoryWindows {
             Inner::trim(series);
         }
         inner.filled = true;
+        Ok(())
+    }
+
+    async fn restore_claims(&self, claims: &[RestoredClaim], rule: DedupRule) -> Result<()> {
+        let now = Instant::now();
+        let mut inner = self.lock();
+        for c in claims {
+            let expiry = now + c.remaining.min(rule.window);
+            let client = (c.service_id, c.client);
+            if !inner.claims.entries.contains_key(&client) {
+                inner.claims.insert(client, (), expiry);
+            }
+            if let Some(address) = c.address {
+                let key = (c.service_id, address);
+                match inner.per_address.get_mut(&key) {
+                    Some(n) => *n += 1,
+                    None => inner.per_address.insert(key, 1, expiry),
+                }
+            }
+        }
         Ok(())
     }
 

@@ -17,8 +17,8 @@
 //! - channel `<prefix>events:<name>`: pub/sub between instances.
 
 use super::{
-    BUCKET_RETENTION, Claim, DedupKey, DedupRule, Increment, Result, ScopeRead, Subscription,
-    WindowError, WindowStore,
+    BUCKET_RETENTION, Claim, DedupKey, DedupRule, Increment, RestoredClaim, Result, ScopeRead,
+    Subscription, WindowError, WindowStore,
 };
 use async_trait::async_trait;
 use futures_util::StreamExt;
@@ -469,6 +469,31 @@ impl WindowStore for RedisWindows {
             .ignore();
         let mut conn = self.conn.clone();
         let () = pipe.query_async(&mut conn).await?;
+        Ok(())
+    }
+
+    async fn restore_claims(&self, claims: &[RestoredClaim], rule: DedupRule) -> Result<()> {
+        let window = rule.window.as_millis().max(1) as u64;
+        let mut pipe = redis::pipe();
+        for c in claims {
+            let ttl = (c.remaining.as_millis() as u64).clamp(1, window);
+            pipe.cmd("SET")
+                .arg(self.hashed_key(c.service_id, 'd', &c.client))
+                .arg(1)
+                .arg("NX")
+                .arg("PX")
+                .arg(ttl)
+                .ignore();
+            if let Some(address) = &c.address {
+                let key = self.hashed_key(c.service_id, 'a', address);
+                pipe.cmd("INCR").arg(&key).ignore();
+                // Oldest first: the first sets the expiry, as the first
+                // counted report's INCR did (NX: Redis 7).
+                pipe.cmd("PEXPIRE").arg(&key).arg(ttl).arg("NX").ignore();
+            }
+        }
+        let mut conn = self.conn.clone();
+        pipe.query_async::<()>(&mut conn).await?;
         Ok(())
     }
 

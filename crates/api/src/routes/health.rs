@@ -33,7 +33,8 @@ async fn healthz() -> HttpResponse {
     tag = "system",
     operation_id = "readyz",
     summary = "Readiness",
-    description = "200 when the database and the window store answer within 2 s; \
+    description = "200 when the database and the window store answer within 2 s (`degraded` \
+                   while the window store is rebuilt from the database after losing its data); \
                    503 naming the one that does not.",
     responses(
         (status = 200, description = "Both answer", body = crate::openapi::ReadyResponse),
@@ -52,12 +53,29 @@ async fn readyz(state: web::Data<AppState>) -> HttpResponse {
         tokio::time::timeout(limit, state.windows.ping()).await,
         Ok(Ok(()))
     );
+    // Answering but emptied (Redis lost its data): ingestion goes on and a
+    // refill is seconds away, so this is degraded, not unready.
+    let filled = windows
+        && matches!(
+            tokio::time::timeout(limit, state.windows.is_filled()).await,
+            Ok(Ok(true))
+        );
     let checks = json!({
         "database": {"backend": state.storage.backend(), "ok": db},
-        "window_store": {"backend": state.windows.backend(), "ok": windows},
+        "window_store": {"backend": state.windows.backend(), "ok": windows, "filled": filled},
     });
     if db && windows {
-        return HttpResponse::Ok().json(json!({"status": "ready", "checks": checks}));
+        let body = if filled {
+            json!({"status": "ready", "checks": checks})
+        } else {
+            json!({
+                "status": "degraded",
+                "detail": "the window store lost its data and is being rebuilt from the database; \
+                           counts and de-duplication may lag until then",
+                "checks": checks,
+            })
+        };
+        return HttpResponse::Ok().json(body);
     }
     let down: Vec<&str> = [(db, "database"), (windows, "window store")]
         .iter()
