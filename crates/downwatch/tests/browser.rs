@@ -201,6 +201,7 @@ fn live(app: &TestApp) -> Live {
             instance: "browser".to_owned(),
             lease_ttl: Duration::from_millis(1500),
             persist_every: Duration::from_secs(300),
+            ..Default::default()
         },
         s.metrics.detector.clone(),
     )

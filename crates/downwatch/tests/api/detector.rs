@@ -56,6 +56,7 @@ pub(crate) fn live(app: &TestApp, instance: &str) -> Live {
             instance: instance.to_owned(),
             lease_ttl: Duration::from_millis(1500),
             persist_every: Duration::from_secs(300),
+            ..Default::default()
         },
         s.metrics.detector.clone(),
     )
@@ -441,6 +442,53 @@ async fn windows_come_back_from_the_database_after_redis_loses_them() {
     assert_eq!((read("global").await, read("GB").await), (12, 12));
     let active = app.state.windows.active_scopes(&[id], first).await.unwrap();
     assert_eq!(active, vec![vec!["GB".to_owned(), "global".to_owned()]]);
+    app.stop().await;
+}
+
+/// Production only: Redis loses its data while an incident is open. The
+/// incident stays open (no lost incident), no second one opens (no false
+/// incident from counts counted twice), and it resolves as it would have.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_open_incident_survives_redis_losing_its_data() {
+    let Some(b) = Backing::new(Mode::Production).await else {
+        return;
+    };
+    let app = app(&b).await;
+    let mut detector = live(&app, "a");
+    assert!(stepped(&detector.tick(now()).await.unwrap()));
+    let (first, last) = burst(&app, "chatapp", 40, None).await;
+    assert!(stepped(&detector.tick(last + 63).await.unwrap()));
+    let open = incidents(&app, "chatapp").await;
+    assert_eq!(open.len(), 1, "{open:?}");
+    assert_eq!(open[0].record.status(), "open");
+
+    assert!(delete_redis_keys(&b.redis_prefix).await > 0);
+    // The next ticks refill the windows first and carry on.
+    detector.tick(last + 123).await.unwrap();
+    detector.tick(last + 183).await.unwrap();
+    let id = app.service_id("chatapp").await;
+    let n = ((last - first) / 60 + 1) as usize;
+    let counts: u32 = app
+        .state
+        .windows
+        .minutes(id, "global", first, n)
+        .await
+        .unwrap()
+        .iter()
+        .sum();
+    assert_eq!(counts, 40, "the burst is back in the windows, once");
+    let still = incidents(&app, "chatapp").await;
+    assert_eq!(still.len(), 1, "no second incident: {still:?}");
+    assert_eq!(still[0].id, open[0].id);
+    assert_eq!(still[0].record.status(), "open");
+
+    assert!(stepped(&detector.tick(last + 3 * 3600).await.unwrap()));
+    let resolved = incidents(&app, "chatapp").await;
+    assert_eq!(resolved.len(), 1, "{resolved:?}");
+    assert_eq!(resolved[0].id, open[0].id);
+    assert_eq!(resolved[0].record.status(), "resolved");
+    assert_eq!(resolved[0].record.ended_at, Some(last + 60));
+    assert_eq!(resolved[0].record.total_reports, 40);
     app.stop().await;
 }
 
