@@ -13,6 +13,7 @@ pub mod pages;
 pub mod problem;
 pub mod ratelimit;
 pub mod routes;
+pub mod stale;
 pub mod state;
 
 use actix_web::body::MessageBody;
@@ -63,6 +64,7 @@ pub fn app(
         .default_service(web::to(|| async {
             Err::<actix_web::HttpResponse, _>(ApiError::NotFound("no such resource".into()))
         }))
+        .wrap(from_fn(stale::stale_if_error))
         .wrap(ErrorHandlers::new().default_handler(problem::problem_for_framework_errors))
         .wrap(from_fn(count_requests))
         .wrap(DefaultHeaders::new().add(("X-Content-Type-Options", "nosniff")))

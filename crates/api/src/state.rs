@@ -50,6 +50,8 @@ pub struct AppState {
     pub config: ApiConfig,
     /// The detector's events, for `/api/v1/stream`.
     pub events: crate::events::EventHub,
+    /// Earlier answers to reads, served while the database is down.
+    pub stale: crate::stale::StaleCache,
 }
 
 impl AppState {

@@ -141,6 +141,7 @@ impl Application {
             catalogue,
             limiter: IpLimiter::new(settings.rate_limit),
             admin: AdminToken::new(settings.admin_token.as_deref()),
+            stale: Default::default(),
             metrics,
             config: ApiConfig {
                 trusted_proxies: settings.trusted_proxies.clone(),
