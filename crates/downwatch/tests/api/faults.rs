@@ -3,6 +3,7 @@
 //! service while another needs its reports stored.
 
 use crate::both_modes;
+use crate::cluster::Cluster;
 use crate::helpers::{
     Backing, Mode, TestApp, assert_problem, delete_redis_keys, new_client_ip, spawn_app,
     spawn_app_with,
@@ -349,5 +350,105 @@ async fn de_duplication_and_windows_come_back_after_redis_loses_its_data() {
         .iter()
         .sum();
     assert!((12..=13).contains(&counted), "{counted}");
+    app.stop().await;
+}
+
+/// Production: the PostgreSQL server itself dies (stopped in immediate
+/// mode, as a crash would) while reports arrive, and comes back. Meanwhile
+/// every submission is a 503 with Retry-After (never a 201), /readyz names
+/// the database, and the reads people open during an outage are answered
+/// from what was last read (marked stale). Once the server is back,
+/// Downwatch takes reports again by itself, and every 201 of the whole run
+/// is in the database.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_down_gives_503_keeps_reads_up_and_recovers_by_itself() {
+    let Some(cluster) = Cluster::start_new() else {
+        return;
+    };
+    let Some(b) = Backing::production_on(&cluster.admin_url()).await else {
+        return;
+    };
+    let app = spawn_app(&b).await;
+    let reads = [
+        "/api/v1/services",
+        "/api/v1/status",
+        "/api/v1/services/whatsapp/series",
+        "/",
+        "/services/whatsapp",
+    ];
+    for path in reads {
+        assert_eq!(app.get(path).await.status(), 200, "{path}");
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let sent = Arc::new(AtomicU64::new(0));
+    let running = tokio::spawn(load(
+        vec![app.address.clone()],
+        "whatsapp",
+        16,
+        stop.clone(),
+        sent.clone(),
+    ));
+    until_sent(&sent, 500).await;
+
+    cluster.kill();
+    let mut refused = 0;
+    for _ in 0..10 {
+        let r = app.report("whatsapp", &json!({"problem": "app"})).await;
+        assert_eq!(r.status(), 503, "never a 201 while the database is down");
+        assert!(r.headers().contains_key("retry-after"));
+        refused += 1;
+    }
+    let r = app.get("/readyz").await;
+    let problem = assert_problem(r, 503, None).await;
+    assert!(
+        problem["detail"].as_str().unwrap().contains("database"),
+        "{problem}"
+    );
+    assert_eq!(problem["checks"]["database"]["ok"], false);
+    assert_eq!(problem["checks"]["window_store"]["ok"], true);
+    for path in reads {
+        let r = app.get(path).await;
+        assert_eq!(r.status(), 200, "{path} is served from what was last read");
+        let warning = r.headers()["warning"].to_str().unwrap().to_owned();
+        assert!(warning.starts_with("110 "), "{path}: {warning}");
+        assert!(r.headers().contains_key("age"), "{path}");
+        assert!(!r.bytes().await.unwrap().is_empty());
+    }
+    // A read never answered before has nothing to fall back on.
+    assert_eq!(
+        app.get("/api/v1/services/instagram/series").await.status(),
+        503
+    );
+
+    cluster.start();
+    let back = Instant::now();
+    let mut recovered = None;
+    while back.elapsed() < Duration::from_secs(60) {
+        let r = app.report("whatsapp", &json!({"problem": "app"})).await;
+        if r.status() == 201 {
+            recovered = Some(back.elapsed());
+            break;
+        }
+        assert_eq!(r.status(), 503);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let recovered = recovered.expect("reports are taken again without a restart");
+    eprintln!(
+        "reports taken again {:.1} s after PostgreSQL came back ({refused} refused while down)",
+        recovered.as_secs_f64()
+    );
+    let at_recovery = sent.load(Ordering::Relaxed);
+    until_sent(&sent, at_recovery + 200).await;
+    stop.store(true, Ordering::Relaxed);
+    let result = running.await.unwrap();
+    assert!(result.refused > 0, "the load saw the outage: {result:?}");
+    assert_eq!(
+        stored_among(&b, &result.acknowledged).await,
+        result.acknowledged.len() as i64,
+        "every 201 of the run is stored"
+    );
+    assert_eq!(app.get("/readyz").await.status(), 200);
+    let fresh = app.get("/api/v1/services").await;
+    assert!(!fresh.headers().contains_key("warning"), "fresh again");
     app.stop().await;
 }

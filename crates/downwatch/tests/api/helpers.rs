@@ -54,6 +54,8 @@ pub struct Backing {
     pub redis_url: Option<String>,
     pub redis_prefix: String,
     pg_database: Option<String>,
+    /// The server the database was made on, to drop it.
+    pg_admin: String,
     _dir: Option<tempfile::TempDir>,
 }
 
@@ -70,36 +72,41 @@ impl Backing {
                     redis_url: None,
                     redis_prefix: String::new(),
                     pg_database: None,
+                    pg_admin: String::new(),
                     _dir: Some(dir),
                 })
             }
-            Mode::Production => {
-                let admin = pg_admin_url();
-                let mut conn = match sqlx::PgConnection::connect(&admin).await {
-                    Ok(c) => c,
-                    Err(e) => return unavailable(&format!("PostgreSQL at {admin}: {e}")),
-                };
-                let redis = redis_url();
-                if let Err(e) = ping_redis(&redis).await {
-                    return unavailable(&format!("Redis at {redis}: {e}"));
-                }
-                sweep_stale_databases(&mut conn).await;
-                let name = unique("dwt");
-                sqlx::query(&format!("CREATE DATABASE \"{name}\""))
-                    .execute(&mut conn)
-                    .await
-                    .unwrap();
-                let base = admin.rsplit_once('/').map_or(admin.as_str(), |(b, _)| b);
-                Some(Self {
-                    mode,
-                    database_url: format!("{base}/{name}"),
-                    redis_url: Some(redis),
-                    redis_prefix: format!("{}:", unique("dwt")),
-                    pg_database: Some(name),
-                    _dir: None,
-                })
-            }
+            Mode::Production => Self::production_on(&pg_admin_url()).await,
         }
+    }
+
+    /// Production mode on the PostgreSQL server `admin` points at (any
+    /// database on it): a database of its own there, and a Redis prefix.
+    pub async fn production_on(admin: &str) -> Option<Self> {
+        let mut conn = match sqlx::PgConnection::connect(admin).await {
+            Ok(c) => c,
+            Err(e) => return unavailable(&format!("PostgreSQL at {admin}: {e}")),
+        };
+        let redis = redis_url();
+        if let Err(e) = ping_redis(&redis).await {
+            return unavailable(&format!("Redis at {redis}: {e}"));
+        }
+        sweep_stale_databases(&mut conn).await;
+        let name = unique("dwt");
+        sqlx::query(&format!("CREATE DATABASE \"{name}\""))
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        let base = admin.rsplit_once('/').map_or(admin, |(b, _)| b);
+        Some(Self {
+            mode: Mode::Production,
+            database_url: format!("{base}/{name}"),
+            redis_url: Some(redis),
+            redis_prefix: format!("{}:", unique("dwt")),
+            pg_database: Some(name),
+            pg_admin: admin.to_owned(),
+            _dir: None,
+        })
     }
 
     /// The environment of an app over this backing; `extra` overrides it
@@ -231,7 +238,7 @@ impl Backing {
     pub async fn take_database_down(&self) -> Outage {
         match (self.mode, &self.pg_database) {
             (Mode::Production, Some(name)) => {
-                let mut c = sqlx::PgConnection::connect(&pg_admin_url()).await.unwrap();
+                let mut c = sqlx::PgConnection::connect(&self.pg_admin).await.unwrap();
                 sqlx::query(&format!(
                     "ALTER DATABASE \"{name}\" ALLOW_CONNECTIONS false"
                 ))
@@ -295,6 +302,7 @@ impl Drop for Backing {
             return;
         };
         let prefix = self.redis_prefix.clone();
+        let admin = self.pg_admin.clone();
         // Drop cannot await: clean up on a thread of its own and wait for it.
         let _ = std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_current_thread()
@@ -302,7 +310,7 @@ impl Drop for Backing {
                 .build()
                 .unwrap();
             rt.block_on(async {
-                if let Ok(mut c) = sqlx::PgConnection::connect(&pg_admin_url()).await {
+                if let Ok(mut c) = sqlx::PgConnection::connect(&admin).await {
                     let _ =
                         sqlx::query(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
                             .execute(&mut c)

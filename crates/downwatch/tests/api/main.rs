@@ -2,6 +2,7 @@
 //! in-process windows) and the production mode (PostgreSQL, Redis).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod cluster;
 mod detector;
 mod faults;
 mod helpers;
