@@ -9,6 +9,7 @@ pub mod events;
 pub mod live;
 pub mod metrics;
 pub mod model;
+pub mod notices;
 
 use downwatch_core::detector::{FleetProfile, Incident, ScopeDetector};
 use downwatch_store::{IncidentRecord, Storage, StoreError};

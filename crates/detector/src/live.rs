@@ -90,6 +90,7 @@ pub struct Live {
     engine: Option<Engine>,
     last_persist: i64,
     fleet_hour: i64,
+    clock: downwatch_core::Clock,
 }
 
 impl Live {
@@ -109,7 +110,15 @@ impl Live {
             engine: None,
             last_persist: i64::MIN,
             fleet_hour: i64::MIN,
+            clock: downwatch_core::Clock::System,
         }
+    }
+
+    /// Ticks by `clock` instead of the system clock (a simulated one for
+    /// demos and scenario replays).
+    pub fn with_clock(mut self, clock: downwatch_core::Clock) -> Self {
+        self.clock = clock;
+        self
     }
 
     /// Ticks every `interval` until the task is aborted.
@@ -118,7 +127,7 @@ impl Live {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
-            let now = chrono::Utc::now().timestamp();
+            let now = self.clock.timestamp();
             if let Err(e) = self.tick(now).await {
                 tracing::warn!(error = %e, "detector tick failed; retrying next tick");
             }
@@ -155,7 +164,9 @@ impl Live {
             self.engine = None;
             return Ok(TickOutcome::Standby);
         }
-        let until = (now - self.config.settle.as_secs() as i64).div_euclid(60) * 60 - 60;
+        // The settling delay is real time: a fast clock moves further meanwhile.
+        let settle = self.clock.span(self.config.settle);
+        let until = (now - settle).div_euclid(60) * 60 - 60;
         if !self.windows.is_filled().await? {
             self.refill(now).await?;
         }
@@ -345,7 +356,12 @@ impl Live {
             }
         }
 
-        let ids = self.storage.save_detection(&writes, &states).await?;
+        // Webhook deliveries of the incident events, in the same transaction.
+        let notices = crate::notices::for_happenings(&happenings, &write_keys, &services);
+        let ids = self
+            .storage
+            .save_detection_with(&writes, &states, &notices)
+            .await?;
         if persist_all {
             self.last_persist = now;
         }

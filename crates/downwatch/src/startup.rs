@@ -107,7 +107,7 @@ impl Application {
         );
         let hasher = ClientHasher::new(storage.clone());
         hasher
-            .refresh(chrono::Utc::now())
+            .refresh(settings.clock.now())
             .await
             .context("loading today's client salt")?;
         let catalogue = Catalogue::new(storage.clone());
@@ -132,6 +132,8 @@ impl Application {
                 trusted_proxies: settings.trusted_proxies.clone(),
                 country_header: settings.country_header.clone(),
                 commit_timeout: settings.commit_timeout,
+                clock: settings.clock,
+                webhook_allow_private: settings.webhook_allow_private,
             },
         });
 
@@ -160,7 +162,7 @@ impl Application {
                 move || {
                     let state = state.clone();
                     async move {
-                        if let Err(e) = state.hasher.refresh(chrono::Utc::now()).await {
+                        if let Err(e) = state.hasher.refresh(state.config.clock.now()).await {
                             tracing::warn!(error = ?e, "client salt refresh failed");
                         }
                     }
@@ -189,8 +191,29 @@ impl Application {
                     ..LiveConfig::default()
                 },
                 state.metrics.detector.clone(),
-            );
+            )
+            .with_clock(settings.clock);
             tasks.push(tokio::spawn(live.run()));
+        }
+        let deliverer = downwatch_webhooks::Deliverer::new(
+            state.storage.clone(),
+            downwatch_webhooks::DeliveryConfig {
+                backoff: settings.webhook_backoff,
+                max_attempts: settings.webhook_max_attempts,
+                timeout: settings.webhook_timeout,
+                allow_private: settings.webhook_allow_private,
+                ..downwatch_webhooks::DeliveryConfig::default()
+            },
+            state.metrics.webhooks.clone(),
+        )
+        .context("building the webhook HTTP client")?;
+        tasks.push(tokio::spawn(deliverer.run()));
+        if settings.clock.is_simulated() {
+            tracing::warn!(
+                now = %settings.clock.now(),
+                speed = settings.clock.speed(),
+                "simulated clock (DOWNWATCH_CLOCK): reports are stamped with its time; for demos and tests only"
+            );
         }
         tracing::info!(
             %port,

@@ -4,6 +4,7 @@
 
 mod detector;
 mod faults;
+mod feeds;
 mod helpers;
 mod history;
 mod import;
@@ -14,3 +15,4 @@ mod reports;
 mod series;
 mod services;
 mod system;
+mod webhooks;
