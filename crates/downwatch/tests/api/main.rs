@@ -12,6 +12,7 @@ mod openapi;
 mod process;
 mod read;
 mod reports;
+mod scenarios;
 mod series;
 mod services;
 mod system;
