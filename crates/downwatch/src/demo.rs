@@ -179,9 +179,10 @@ pub async fn run(opts: &DemoOptions) -> anyhow::Result<()> {
     );
     println!("  seconds later: {slug} goes to \"warning\", then an incident opens (\"outage\")");
     println!("  in about {:.0} s: the reports are back to normal", end_at);
+    // Calm means a quiet 15-minute window, for 30 minutes in a row.
     println!(
-        "  about {:.0} s after that: the incident resolves, after half an hour (of the demo's clock) of calm",
-        real(30 * 60)
+        "  about {:.0} s after that: the incident resolves, once reports have been calm for half an hour (of the demo's clock)",
+        real(45 * 60)
     );
     println!();
 

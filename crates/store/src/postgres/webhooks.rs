@@ -1,6 +1,9 @@
 //! Webhook subscriptions and the outbox on PostgreSQL, shared by every
-//! instance: a claim locks the queue's row with `FOR UPDATE SKIP LOCKED` and
-//! leases it in the same statement, so two workers never take one queue.
+//! instance: a claim locks the queue's row with `FOR NO KEY UPDATE SKIP
+//! LOCKED` and leases it in the same statement, so two workers never take
+//! one queue. (The detector's transaction holds `FOR KEY SHARE` on the
+//! subscriptions it enqueues for, which keeps them from being deleted
+//! meanwhile and does not conflict with a claim.)
 
 use super::PgStore;
 use crate::Result;
@@ -126,7 +129,7 @@ impl WebhookStore for PgStore {
                    AND EXISTS (SELECT 1 FROM webhook_deliveries d
                                WHERE d.webhook_id = w.id AND d.state = 'pending')
                  ORDER BY COALESCE(w.lease_until, 0), w.id LIMIT 1
-                 FOR UPDATE SKIP LOCKED)
+                 FOR NO KEY UPDATE SKIP LOCKED)
              RETURNING id, url, secret",
         )
         .bind(owner)
