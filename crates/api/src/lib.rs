@@ -33,8 +33,10 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     routes::series::config(cfg);
     routes::status::config(cfg);
     routes::incidents::config(cfg);
+    routes::feeds::config(cfg);
     routes::chart::config(cfg);
     routes::stream::config(cfg);
+    routes::webhooks::config(cfg);
     openapi::config(cfg);
     pages::config(cfg);
 }

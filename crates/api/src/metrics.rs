@@ -31,6 +31,7 @@ pub struct Metrics {
     pub ingest_queue_depth: Gauge,
     pub ingest: IngestMetrics,
     pub detector: DetectorMetrics,
+    pub webhooks: downwatch_webhooks::WebhookMetrics,
 }
 
 impl Metrics {
@@ -89,6 +90,8 @@ impl Metrics {
         );
         let detector = DetectorMetrics::default();
         detector.register(&mut registry);
+        let webhooks = downwatch_webhooks::WebhookMetrics::default();
+        webhooks.register(&mut registry);
         Self {
             registry,
             requests,
@@ -97,6 +100,7 @@ impl Metrics {
             ingest_queue_depth,
             ingest,
             detector,
+            webhooks,
         }
     }
 

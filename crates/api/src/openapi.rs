@@ -74,8 +74,13 @@ Admin endpoints take `Authorization: Bearer <token>` (the `DOWNWATCH_ADMIN_TOKEN
         crate::routes::chart::chart,
         crate::routes::incidents::list,
         crate::routes::incidents::one,
-        crate::routes::incidents::atom,
+        crate::routes::feeds::atom,
+        crate::routes::feeds::all,
         crate::routes::stream::stream,
+        crate::routes::webhooks::create,
+        crate::routes::webhooks::list,
+        crate::routes::webhooks::one,
+        crate::routes::webhooks::remove,
     ),
     components(
         schemas(Problem, FieldError, StreamStatusEvent, StreamIncidentEvent, StreamCountsEvent),
@@ -101,6 +106,7 @@ Admin endpoints take `Authorization: Bearer <token>` (the `DOWNWATCH_ADMIN_TOKEN
         (name = "status", description = "What is down now, and a service's reports over time"),
         (name = "incidents", description = "Incident history: JSON, CSV and Atom"),
         (name = "stream", description = "Live events (Server-Sent Events)"),
+        (name = "webhooks", description = "Incident events POSTed to subscribers' URLs, signed; for admins"),
     ),
 )]
 pub struct ApiDoc;

@@ -26,6 +26,10 @@ pub struct ApiConfig {
     /// How long a submission waits for its batch to commit before it is
     /// answered 503 (it may still be stored; it is never answered 201 unstored).
     pub commit_timeout: Duration,
+    /// What time it is: reports are stamped and pages drawn by it.
+    pub clock: downwatch_core::Clock,
+    /// Webhooks may name private, loopback and link-local addresses.
+    pub webhook_allow_private: bool,
 }
 
 impl Default for ApiConfig {
@@ -34,6 +38,8 @@ impl Default for ApiConfig {
             trusted_proxies: Vec::new(),
             country_header: None,
             commit_timeout: Duration::from_secs(10),
+            clock: downwatch_core::Clock::System,
+            webhook_allow_private: false,
         }
     }
 }
@@ -72,6 +78,11 @@ impl AppState {
             .get(slug)
             .await?
             .ok_or_else(|| ApiError::NotFound(format!("no service {slug:?}")))
+    }
+
+    /// Now, by the server's clock.
+    pub fn now(&self) -> chrono::DateTime<chrono::Utc> {
+        self.config.clock.now()
     }
 
     pub fn header_country(&self, req: &HttpRequest) -> Option<CountryCode> {

@@ -4,9 +4,11 @@
 //! ("parse, don't validate"): a [`Slug`], [`ProblemKind`], [`CountryCode`] or
 //! [`City`] that exists is valid, so the layers below never re-check them.
 
+pub mod clock;
 pub mod country;
 pub mod detector;
 pub mod domain;
 
+pub use clock::Clock;
 pub use country::CountryCode;
 pub use domain::*;

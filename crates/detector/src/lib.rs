@@ -9,6 +9,7 @@ pub mod events;
 pub mod live;
 pub mod metrics;
 pub mod model;
+pub mod notices;
 pub mod refill;
 
 use downwatch_core::detector::{FleetProfile, Incident, ScopeDetector};

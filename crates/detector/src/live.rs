@@ -99,6 +99,7 @@ pub struct Live {
     engine: Option<Engine>,
     last_persist: i64,
     fleet_hour: i64,
+    clock: downwatch_core::Clock,
 }
 
 impl Live {
@@ -124,7 +125,15 @@ impl Live {
             engine: None,
             last_persist: i64::MIN,
             fleet_hour: i64::MIN,
+            clock: downwatch_core::Clock::System,
         }
+    }
+
+    /// Ticks by `clock` instead of the system clock (a simulated one for
+    /// demos and scenario replays).
+    pub fn with_clock(mut self, clock: downwatch_core::Clock) -> Self {
+        self.clock = clock;
+        self
     }
 
     /// Ticks every `interval` until the task is aborted.
@@ -133,7 +142,7 @@ impl Live {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
-            let now = chrono::Utc::now().timestamp();
+            let now = self.clock.timestamp();
             if let Err(e) = self.tick(now).await {
                 tracing::warn!(error = %e, "detector tick failed; retrying next tick");
             }
@@ -170,7 +179,9 @@ impl Live {
             self.engine = None;
             return Ok(TickOutcome::Standby);
         }
-        let until = (now - self.config.settle.as_secs() as i64).div_euclid(60) * 60 - 60;
+        // The settling delay is real time: a fast clock moves further meanwhile.
+        let settle = self.clock.span(self.config.settle);
+        let until = (now - settle).div_euclid(60) * 60 - 60;
         // Never step on a store that lost its data: refill it, or wait for
         // the instance that is refilling it.
         if self.refiller.ensure_filled(now).await?.is_none() && !self.windows.is_filled().await? {
@@ -362,7 +373,12 @@ impl Live {
             }
         }
 
-        let ids = self.storage.save_detection(&writes, &states).await?;
+        // Webhook deliveries of the incident events, in the same transaction.
+        let notices = crate::notices::for_happenings(&happenings, &write_keys, &services);
+        let ids = self
+            .storage
+            .save_detection_with(&writes, &states, &notices)
+            .await?;
         if persist_all {
             self.last_persist = now;
         }

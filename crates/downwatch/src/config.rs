@@ -42,6 +42,14 @@ pub struct Settings {
     pub services_file: Option<PathBuf>,
     /// `DOWNWATCH_WEBHOOK_ALLOW_PRIVATE`: deliver webhooks to private addresses.
     pub webhook_allow_private: bool,
+    /// `DOWNWATCH_WEBHOOK_BACKOFF_MS`, `DOWNWATCH_WEBHOOK_MAX_ATTEMPTS`,
+    /// `DOWNWATCH_WEBHOOK_TIMEOUT_MS`: how failed deliveries are retried.
+    pub webhook_backoff: Duration,
+    pub webhook_max_attempts: u32,
+    pub webhook_timeout: Duration,
+    /// `DOWNWATCH_CLOCK` (with `DOWNWATCH_ALLOW_SIMULATED_CLOCK=1`): a
+    /// simulated clock for demos and tests; the system clock otherwise.
+    pub clock: downwatch_core::Clock,
     /// `DOWNWATCH_RATE_LIMIT_PER_MINUTE` and `DOWNWATCH_RATE_LIMIT_BURST`.
     pub rate_limit: RateLimit,
     /// `DOWNWATCH_DEDUP_WINDOW_SECS`: one counted report per client per service per window.
@@ -162,6 +170,37 @@ impl Settings {
             ));
         }
         let webhook_allow_private = parse_bool(&get, "DOWNWATCH_WEBHOOK_ALLOW_PRIVATE", false)?;
+        let webhook_backoff = Duration::from_millis(parse_num(
+            &get,
+            "DOWNWATCH_WEBHOOK_BACKOFF_MS",
+            10_000,
+            10,
+            3_600_000,
+        )?);
+        let webhook_max_attempts = parse_num(&get, "DOWNWATCH_WEBHOOK_MAX_ATTEMPTS", 10, 1, 50)?;
+        let webhook_timeout = Duration::from_millis(parse_num(
+            &get,
+            "DOWNWATCH_WEBHOOK_TIMEOUT_MS",
+            10_000,
+            100,
+            60_000,
+        )?);
+        let clock = match get("DOWNWATCH_CLOCK") {
+            None => downwatch_core::Clock::System,
+            Some(v) => {
+                // A server whose clock lies stamps reports with the wrong
+                // time: only on purpose, for demos and tests.
+                if !parse_bool(&get, "DOWNWATCH_ALLOW_SIMULATED_CLOCK", false)? {
+                    return Err(err(
+                        "DOWNWATCH_CLOCK",
+                        "a simulated clock is for demos and tests only; set \
+                         DOWNWATCH_ALLOW_SIMULATED_CLOCK=1 as well to use it"
+                            .to_owned(),
+                    ));
+                }
+                downwatch_core::Clock::parse(&v).map_err(|m| err("DOWNWATCH_CLOCK", m))?
+            }
+        };
         let per_minute =
             parse_num::<u32>(&get, "DOWNWATCH_RATE_LIMIT_PER_MINUTE", 30, 1, 1_000_000)?;
         let burst = parse_num::<u32>(&get, "DOWNWATCH_RATE_LIMIT_BURST", 30, 1, 1_000_000)?;
@@ -224,6 +263,10 @@ impl Settings {
             country_header,
             services_file,
             webhook_allow_private,
+            webhook_backoff,
+            webhook_max_attempts,
+            webhook_timeout,
+            clock,
             rate_limit,
             dedup_window,
             counted_per_address,
@@ -312,6 +355,10 @@ mod tests {
             ("DOWNWATCH_COUNTRY_HEADER", "bad header"),
             ("DOWNWATCH_SERVICES_FILE", "/no/such/file.toml"),
             ("DOWNWATCH_WEBHOOK_ALLOW_PRIVATE", "maybe"),
+            ("DOWNWATCH_WEBHOOK_BACKOFF_MS", "5"),
+            ("DOWNWATCH_WEBHOOK_MAX_ATTEMPTS", "0"),
+            ("DOWNWATCH_WEBHOOK_TIMEOUT_MS", "soon"),
+            ("DOWNWATCH_CLOCK", "2024-03-18T00:00:00Z@60"),
             ("DOWNWATCH_RATE_LIMIT_PER_MINUTE", "0"),
             ("DOWNWATCH_DEDUP_WINDOW_SECS", "-5"),
             ("DOWNWATCH_INGEST_QUEUE", "lots"),
@@ -345,5 +392,26 @@ mod tests {
         assert_eq!(s.country_header.unwrap().as_str(), "cf-ipcountry");
         assert!(s.webhook_allow_private);
         assert_eq!(s.bind.port(), 9000);
+        assert!(!s.clock.is_simulated());
+    }
+
+    #[test]
+    fn a_simulated_clock_needs_its_explicit_permission() {
+        let e = with(&[("DOWNWATCH_CLOCK", "now@60")]).unwrap_err();
+        assert_eq!(e.var, "DOWNWATCH_CLOCK");
+        assert!(e.message.contains("DOWNWATCH_ALLOW_SIMULATED_CLOCK"), "{e}");
+        let s = with(&[
+            ("DOWNWATCH_CLOCK", "2024-03-18T00:00:00Z@60"),
+            ("DOWNWATCH_ALLOW_SIMULATED_CLOCK", "1"),
+        ])
+        .unwrap();
+        assert!(s.clock.is_simulated());
+        assert_eq!(s.clock.speed(), 60.0);
+        let e = with(&[
+            ("DOWNWATCH_CLOCK", "2024-03-18@60"),
+            ("DOWNWATCH_ALLOW_SIMULATED_CLOCK", "1"),
+        ])
+        .unwrap_err();
+        assert_eq!(e.var, "DOWNWATCH_CLOCK");
     }
 }

@@ -145,6 +145,63 @@ enum Command {
         #[arg(long)]
         service: Option<String>,
     },
+    /// Generate a scenario's reports (a bundled one: worldwide-messaging,
+    /// regional-europe, small-service-partial, quiet-week, demo; or a file,
+    /// see docs/scenarios.md) and send them to a running server as its
+    /// clock reaches them (`--target`), or write them as an import file
+    /// (`--csv`). Prints a JSON summary.
+    Replay {
+        /// A bundled scenario's name, or a scenario file.
+        scenario: String,
+        /// The server to send the reports to (its base URL). It must trust
+        /// this machine's X-Forwarded-For (DOWNWATCH_TRUSTED_PROXIES).
+        #[arg(long, required_unless_present = "csv", conflicts_with = "csv")]
+        target: Option<String>,
+        /// Write the reports to this import file instead (`-`: standard output).
+        #[arg(long)]
+        csv: Option<PathBuf>,
+        /// How fast the server's clock runs: 1 for the system clock, N for a
+        /// server started with DOWNWATCH_CLOCK=…@N.
+        #[arg(long, default_value_t = 1.0)]
+        speed: f64,
+        /// The scenario's day 0: a time, `now`, or `now-14d` (day 14 is now);
+        /// default the scenario's own start.
+        #[arg(long)]
+        start: Option<String>,
+        /// Only from this offset from day 0 (e.g. `14d 8h`).
+        #[arg(long)]
+        from: Option<String>,
+        /// Only until this offset from day 0.
+        #[arg(long)]
+        until: Option<String>,
+        /// Reports in flight at once.
+        #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..=1000))]
+        concurrency: u32,
+        /// Lets the replay create the scenario's services the server lacks
+        /// (and add problem kinds).
+        #[arg(long, env = "DOWNWATCH_ADMIN_TOKEN", hide_env_values = true)]
+        admin_token: Option<String>,
+    },
+    /// The embedded server with weeks of generated history, then a live
+    /// outage on an accelerated clock to watch on the dashboard.
+    Demo {
+        /// Where the dashboard listens.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        bind: std::net::SocketAddr,
+        /// Keep the data in this new SQLite file (default: a temporary file,
+        /// deleted at the end).
+        #[arg(long)]
+        database: Option<PathBuf>,
+        /// How much faster than real time the demo's clock runs.
+        #[arg(long, default_value_t = 20.0)]
+        speed: f64,
+        /// Days of generated history before the live outage.
+        #[arg(long, default_value_t = 21)]
+        history_days: i64,
+        /// Stop once the live incident has resolved.
+        #[arg(long)]
+        exit: bool,
+    },
     /// Run the detector on a bare series (CSV with the header timestamp,count
     /// or timestamp,value) and print its incidents, one JSON object a line.
     DetectSeries {
@@ -161,6 +218,64 @@ async fn main() -> ExitCode {
     let cli = Cli::parse();
     if let Command::DetectSeries { file, step } = &cli.command {
         return match detect_series(file, *step) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("downwatch: {e:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    if let Command::Replay {
+        scenario,
+        target,
+        csv,
+        speed,
+        start,
+        from,
+        until,
+        concurrency,
+        admin_token,
+    } = &cli.command
+    {
+        let args = downwatch::replay::Args {
+            scenario: scenario.clone(),
+            target: target.clone(),
+            csv: csv.clone(),
+            speed: *speed,
+            start: start.clone(),
+            from: from.clone(),
+            until: until.clone(),
+            concurrency: *concurrency as usize,
+            admin_token: admin_token.clone(),
+        };
+        return match downwatch::replay::run(&args).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("downwatch: {e:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    if let Command::Demo {
+        bind,
+        database,
+        speed,
+        history_days,
+        exit,
+    } = &cli.command
+    {
+        // The demo says itself that its clock is simulated.
+        let filter = std::env::var("RUST_LOG")
+            .unwrap_or_else(|_| "warn,downwatch::startup=error".to_owned());
+        downwatch::telemetry::init(downwatch::config::LogFormat::Text, &filter);
+        let opts = downwatch::demo::DemoOptions {
+            bind: *bind,
+            database: database.clone(),
+            speed: *speed,
+            history_days: *history_days,
+            exit_when_done: *exit,
+        };
+        return match downwatch::demo::run(&opts).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("downwatch: {e:#}");
@@ -198,7 +313,10 @@ async fn main() -> ExitCode {
         }),
         Command::Detect { from, to, service } => detect(&settings, &from, &to, service).await,
         Command::Import { file } => import(&settings, &file).await,
-        Command::DetectSeries { .. } | Command::Bench { .. } => Ok(()),
+        Command::DetectSeries { .. }
+        | Command::Bench { .. }
+        | Command::Replay { .. }
+        | Command::Demo { .. } => Ok(()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -105,7 +105,7 @@ impl Application {
             dedup,
             metrics.detector.window_refills.clone(),
         ));
-        if let Err(e) = refiller.ensure_filled(chrono::Utc::now().timestamp()).await {
+        if let Err(e) = refiller.ensure_filled(settings.clock.timestamp()).await {
             tracing::warn!(error = %e, "refilling the window store failed; retrying every 5 s");
         }
         let (ingest, workers) = Ingest::start(
@@ -121,7 +121,7 @@ impl Application {
         );
         let hasher = ClientHasher::new(storage.clone());
         hasher
-            .refresh(chrono::Utc::now())
+            .refresh(settings.clock.now())
             .await
             .context("loading today's client salt")?;
         let catalogue = Catalogue::new(storage.clone());
@@ -147,6 +147,8 @@ impl Application {
                 trusted_proxies: settings.trusted_proxies.clone(),
                 country_header: settings.country_header.clone(),
                 commit_timeout: settings.commit_timeout,
+                clock: settings.clock,
+                webhook_allow_private: settings.webhook_allow_private,
             },
         });
 
@@ -175,7 +177,7 @@ impl Application {
                 move || {
                     let state = state.clone();
                     async move {
-                        if let Err(e) = state.hasher.refresh(chrono::Utc::now()).await {
+                        if let Err(e) = state.hasher.refresh(state.config.clock.now()).await {
                             tracing::warn!(error = ?e, "client salt refresh failed");
                         }
                     }
@@ -185,10 +187,11 @@ impl Application {
             // (the lease picks one to refill it), detector or not.
             tokio::spawn(every(Duration::from_secs(5), {
                 let refiller = refiller.clone();
+                let clock = settings.clock;
                 move || {
                     let refiller = refiller.clone();
                     async move {
-                        let now = chrono::Utc::now().timestamp();
+                        let now = clock.timestamp();
                         if let Err(e) = refiller.ensure_filled(now).await {
                             tracing::warn!(error = %e, "refilling the window store failed");
                         }
@@ -219,8 +222,29 @@ impl Application {
                     ..LiveConfig::default()
                 },
                 state.metrics.detector.clone(),
-            );
+            )
+            .with_clock(settings.clock);
             tasks.push(tokio::spawn(live.run()));
+        }
+        let deliverer = downwatch_webhooks::Deliverer::new(
+            state.storage.clone(),
+            downwatch_webhooks::DeliveryConfig {
+                backoff: settings.webhook_backoff,
+                max_attempts: settings.webhook_max_attempts,
+                timeout: settings.webhook_timeout,
+                allow_private: settings.webhook_allow_private,
+                ..downwatch_webhooks::DeliveryConfig::default()
+            },
+            state.metrics.webhooks.clone(),
+        )
+        .context("building the webhook HTTP client")?;
+        tasks.push(tokio::spawn(deliverer.run()));
+        if settings.clock.is_simulated() {
+            tracing::warn!(
+                now = %settings.clock.now(),
+                speed = settings.clock.speed(),
+                "simulated clock (DOWNWATCH_CLOCK): reports are stamped with its time; for demos and tests only"
+            );
         }
         tracing::info!(
             %port,

@@ -393,3 +393,162 @@ fn import_loads_a_file_prints_a_summary_and_names_a_bad_row() {
         "{err}"
     );
 }
+
+/// `replay --csv`, `import`, `detect` as an operator types them: the small
+/// service's partial outage, detected over its fifteenth day.
+#[test]
+fn a_replayed_scenario_imports_and_detects_as_its_outage() {
+    let dir = tempfile::tempdir().unwrap();
+    let csv = dir.path().join("small.csv");
+    let db = format!("sqlite://{}", dir.path().join("s.db").display());
+    let out = downwatch()
+        .args(["replay", "small-service-partial", "--csv"])
+        .arg(&csv)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let lines = std::fs::read_to_string(&csv).unwrap().lines().count();
+    assert_eq!(summary["reports"].as_u64().unwrap() as usize, lines - 1);
+    assert_eq!(summary["scenario"], "small-service-partial");
+    for args in [
+        vec!["import".to_owned(), csv.display().to_string()],
+        ["detect", "--from", "2024-03-18", "--to", "2024-03-19"]
+            .map(str::to_owned)
+            .to_vec(),
+    ] {
+        let out = downwatch()
+            .args(&args)
+            .env("DATABASE_URL", &db)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let rows: Vec<(String, String, i64)> = rt.block_on(async {
+        use sqlx::Connection;
+        let mut c = sqlx::SqliteConnection::connect(&db).await.unwrap();
+        sqlx::query_as(
+            "SELECT s.slug, i.scope, i.started_at / 1000000 FROM incidents i
+             JOIN services s ON s.id = i.service_id ORDER BY i.scope",
+        )
+        .fetch_all(&mut c)
+        .await
+        .unwrap()
+    });
+    let outage = 1_710_789_000; // 2024-03-18T19:10:00Z
+    assert_eq!(rows.len(), 2, "{rows:?}");
+    for (slug, _, started) in &rows {
+        assert_eq!(slug, "deezer");
+        assert!((started - outage).abs() <= 600, "{rows:?}");
+    }
+    assert_eq!((rows[0].1.as_str(), rows[1].1.as_str()), ("FR", "global"));
+
+    // A name that is neither bundled nor a file is refused, naming the bundled ones.
+    let out = downwatch()
+        .args(["replay", "no-such-scenario", "--csv", "-"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("worldwide-messaging") && err.contains("quiet-week"),
+        "{err}"
+    );
+    // And one of --target or --csv is needed.
+    let out = downwatch().args(["replay", "quiet-week"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+}
+
+/// `downwatch demo` at a high speed with a short history: it says where to
+/// look, the live outage opens an incident the API shows, and with `--exit`
+/// it stops once that has resolved.
+#[test]
+fn the_demo_opens_an_incident_on_its_live_outage_and_resolves_it() {
+    use std::io::{BufRead, BufReader};
+    let mut child = downwatch()
+        .args([
+            "demo",
+            "--bind",
+            "127.0.0.1:0",
+            "--speed",
+            "200",
+            "--history-days",
+            "15",
+            "--exit",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = BufReader::new(child.stdout.take().unwrap());
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for line in stdout.lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut printed = Vec::new();
+    let address = loop {
+        let line = rx
+            .recv_timeout(Duration::from_secs(120))
+            .expect("the demo says where to look");
+        let found = line
+            .strip_prefix("Open ")
+            .and_then(|l| l.split('/').nth(2))
+            .map(|host| format!("http://{host}"));
+        printed.push(line);
+        if let Some(a) = found {
+            break a;
+        }
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let incident = rt.block_on(async {
+        let client = reqwest::Client::new();
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while Instant::now() < deadline {
+            if let Ok(r) = client
+                .get(format!("{address}/api/v1/incidents?service=whatsapp"))
+                .send()
+                .await
+                && let Ok(body) = r.json::<serde_json::Value>().await
+                // Newest first: a country's incident may open after the global one.
+                && let Some(i) = body["incidents"]
+                    .as_array()
+                    .and_then(|a| a.iter().find(|i| i["scope"] == "global"))
+            {
+                return Some(i.clone());
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        None
+    });
+    let incident = incident.expect("an incident for the demo's outage");
+    assert_eq!(incident["service"], "whatsapp");
+    assert_eq!(incident["scope"], "global");
+    // It resolves, and the demo stops by itself.
+    while let Ok(line) = rx.recv_timeout(Duration::from_secs(180)) {
+        printed.push(line);
+    }
+    let status = child.wait().unwrap();
+    assert!(status.success(), "{status:?}: {printed:#?}");
+    let text = printed.join("\n");
+    assert!(text.contains(" opened: "), "{text}");
+    assert!(text.contains(" resolved ("), "{text}");
+}

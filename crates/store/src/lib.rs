@@ -6,10 +6,12 @@
 
 mod postgres;
 mod sqlite;
+pub mod webhooks;
 
 pub use postgres::PgStore;
 pub use postgres::{create_pg_database, drop_pg_database};
 pub use sqlite::SqliteStore;
+pub use webhooks::{Notice, WebhookStore};
 
 use async_trait::async_trait;
 use downwatch_core::CountryCode;
@@ -180,7 +182,7 @@ impl ClaimRow {
 }
 
 #[async_trait]
-pub trait Storage: Send + Sync + 'static {
+pub trait Storage: WebhookStore + Send + Sync + 'static {
     /// `"sqlite"` or `"postgres"`, for logs and `/readyz`.
     fn backend(&self) -> &'static str;
 
@@ -271,6 +273,18 @@ pub trait Storage: Send + Sync + 'static {
         &self,
         incidents: &[IncidentWrite],
         states: &[ScopeStateRow],
+    ) -> Result<Vec<i64>> {
+        self.save_detection_with(incidents, states, &[]).await
+    }
+
+    /// [`save_detection`](Self::save_detection), and in the same transaction
+    /// one webhook delivery per subscription each of `notices` matches
+    /// (an event already enqueued is not enqueued again).
+    async fn save_detection_with(
+        &self,
+        incidents: &[IncidentWrite],
+        states: &[ScopeStateRow],
+        notices: &[Notice],
     ) -> Result<Vec<i64>>;
 
     /// Backfill: replaces the resolved incidents of one service that started

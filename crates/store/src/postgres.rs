@@ -16,6 +16,8 @@ use std::time::Duration;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/postgres");
 
+mod webhooks;
+
 pub struct PgStore {
     pool: PgPool,
 }
@@ -512,10 +514,11 @@ impl Storage for PgStore {
         .await?)
     }
 
-    async fn save_detection(
+    async fn save_detection_with(
         &self,
         incidents: &[IncidentWrite],
         states: &[ScopeStateRow],
+        notices: &[crate::Notice],
     ) -> Result<Vec<i64>> {
         let mut tx = self.pool.begin().await?;
         let mut ids = Vec::with_capacity(incidents.len());
@@ -574,6 +577,7 @@ impl Storage for PgStore {
             .execute(&mut *tx)
             .await?;
         }
+        webhooks::enqueue(&mut tx, notices, &ids).await?;
         tx.commit().await?;
         Ok(ids)
     }

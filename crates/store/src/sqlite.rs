@@ -19,6 +19,8 @@ use std::time::Duration;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/sqlite");
 
+mod webhooks;
+
 pub struct SqliteStore {
     pool: SqlitePool,
 }
@@ -439,10 +441,11 @@ impl Storage for SqliteStore {
         .await?)
     }
 
-    async fn save_detection(
+    async fn save_detection_with(
         &self,
         incidents: &[IncidentWrite],
         states: &[ScopeStateRow],
+        notices: &[crate::Notice],
     ) -> Result<Vec<i64>> {
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         let mut ids = Vec::with_capacity(incidents.len());
@@ -483,6 +486,7 @@ impl Storage for SqliteStore {
             .execute(&mut *tx)
             .await?;
         }
+        webhooks::enqueue(&mut tx, notices, &ids).await?;
         tx.commit().await?;
         Ok(ids)
     }

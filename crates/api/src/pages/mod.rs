@@ -18,7 +18,7 @@ use crate::state::AppState;
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, HttpResponseBuilder, web};
 use askama::Template;
-use chrono::{NaiveDate, Utc};
+use chrono::NaiveDate;
 use downwatch_core::{GLOBAL_SCOPE, Level, Service};
 use downwatch_store::IncidentQuery;
 use serde::Deserialize;
@@ -138,7 +138,7 @@ async fn home_inner(state: &AppState, req: &HttpRequest) -> Result<HttpResponse,
     let q: HomeQuery = query(req);
     let q: String = q.q.unwrap_or_default().trim().chars().take(100).collect();
     let needle = q.to_lowercase();
-    let now = Utc::now().timestamp();
+    let now = state.now().timestamp();
     let down: Vec<DownRow> = down_now(state, None, now)
         .await?
         .into_iter()
@@ -210,7 +210,7 @@ async fn service_inner(
     status: StatusCode,
 ) -> Result<HttpResponse, ApiError> {
     let service = state.service(slug).await?;
-    let now = Utc::now();
+    let now = state.now();
     let levels = statuses(state).await?;
     let view = levels.get(&service.id).copied();
     let level = view.map_or(Level::Ok, |v| v.level);
@@ -431,7 +431,7 @@ async fn incident_inner(
         .into_iter()
         .find(|s| s.id == r.service_id)
         .ok_or_else(not_found)?;
-    let now = Utc::now().timestamp();
+    let now = state.now().timestamp();
     let j = incident_json(state, &row, service.slug.as_str(), now).await?;
     let range = incident_range(r.started_at, r.ended_at, now);
     let mut chart = format!(
@@ -604,7 +604,7 @@ async fn history_inner(state: &AppState, req: &HttpRequest) -> Result<HttpRespon
         .into_iter()
         .map(|s| (s.id, s))
         .collect();
-    let now = Utc::now().timestamp();
+    let now = state.now().timestamp();
     let incidents = rows
         .iter()
         .map(|r| {

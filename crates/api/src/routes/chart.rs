@@ -96,7 +96,7 @@ async fn chart(
         .as_deref()
         .map(|c| CountryCode::parse(c).map_err(|e| ApiError::bad_param("country", e)))
         .transpose()?;
-    let now = Utc::now();
+    let now = state.now();
     // Without a step, the finest that keeps the chart readable.
     let range = match query.step.as_deref() {
         Some(_) => parse_range(

@@ -1,12 +1,11 @@
-//! Incident history: the list (JSON or CSV, newest first, keyset cursor),
-//! one incident with its series, and a service's Atom feed.
+//! Incident history: the list (JSON or CSV, newest first, keyset cursor)
+//! and one incident with its series. The Atom feeds are in `feeds`.
 
 use crate::problem::ApiError;
 use crate::routes::series::{MAX_POINTS, Point, Range, STEPS, parse_time, points, rfc3339};
 use crate::state::AppState;
 use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, web};
-use chrono::Utc;
 use downwatch_core::{CountryCode, GLOBAL_SCOPE, Service};
 use downwatch_detector::events::IncidentView;
 use downwatch_store::{FacetCount, IncidentQuery, IncidentRow};
@@ -16,8 +15,7 @@ use std::sync::Arc;
 
 pub fn config(cfg: &mut web::ServiceConfig) {
     cfg.service(web::resource("/api/v1/incidents").get(list))
-        .service(web::resource("/api/v1/incidents/{id}").get(one))
-        .service(web::resource("/api/v1/services/{slug}/incidents.atom").get(atom));
+        .service(web::resource("/api/v1/incidents/{id}").get(one));
 }
 
 /// Entries of the top problem and place lists.
@@ -26,7 +24,6 @@ const DEFAULT_LIMIT: i64 = 50;
 const MAX_LIMIT: i64 = 200;
 /// CSV pages may be longer: a spreadsheet wants the whole history.
 const MAX_CSV_LIMIT: i64 = 1000;
-const FEED_ENTRIES: i64 = 50;
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct ProblemShare {
@@ -301,7 +298,7 @@ async fn list(
         None
     };
     let by_id = services_by_id(&state);
-    let now = Utc::now().timestamp();
+    let now = state.now().timestamp();
     let mut out = Vec::with_capacity(rows.len());
     for row in rows {
         let slug = by_id
@@ -441,7 +438,7 @@ async fn one(state: web::Data<AppState>, id: web::Path<String>) -> Result<HttpRe
     let slug = by_id
         .get(&row.record.service_id)
         .map_or_else(|| row.record.service_id.to_string(), |s| s.slug.to_string());
-    let now = Utc::now().timestamp();
+    let now = state.now().timestamp();
     let json = incident_json(&state, &row, &slug, now).await?;
     let range = incident_range(row.record.started_at, row.record.ended_at, now);
     let points: Vec<Point> =
@@ -455,148 +452,6 @@ async fn one(state: web::Data<AppState>, id: web::Path<String>) -> Result<HttpRe
             "points": points,
         },
     })))
-}
-
-/// `GET /api/v1/services/{slug}/incidents.atom`: the service's latest incidents.
-#[utoipa::path(
-    get,
-    path = "/api/v1/services/{slug}/incidents.atom",
-    tag = "incidents",
-    operation_id = "incidentFeed",
-    summary = "A service's incidents as an Atom feed",
-    description = "The service's 50 latest incidents, newest first, as an Atom feed.",
-    params(("slug" = String, Path, description = "The service's slug")),
-    responses(
-        (status = 200, description = "The feed", body = String, content_type = "application/atom+xml"),
-        (status = 404, response = crate::openapi::NotFound),
-        (status = 503, response = crate::openapi::Unavailable),
-        (status = 500, response = crate::openapi::InternalError),
-    ),
-)]
-async fn atom(
-    state: web::Data<AppState>,
-    req: HttpRequest,
-    slug: web::Path<String>,
-) -> Result<HttpResponse, ApiError> {
-    use atom_syndication::{Content, Entry, Feed, Link, Person, Text};
-    let service = state.service(&slug).await?;
-    let rows = state
-        .storage
-        .incidents(&IncidentQuery {
-            service_id: Some(service.id),
-            limit: FEED_ENTRIES,
-            ..IncidentQuery::default()
-        })
-        .await?;
-    let now = Utc::now().timestamp();
-    let base = {
-        let conn = req.connection_info();
-        format!("{}://{}", conn.scheme(), conn.host())
-    };
-    let fixed = |t: i64| {
-        chrono::DateTime::from_timestamp(t, 0)
-            .unwrap_or_default()
-            .fixed_offset()
-    };
-    let mut entries = Vec::with_capacity(rows.len());
-    for row in &rows {
-        let j = incident_json(&state, row, service.slug.as_str(), now).await?;
-        let r = &row.record;
-        let place = if r.scope == GLOBAL_SCOPE {
-            String::new()
-        } else {
-            format!(" in {}", r.scope)
-        };
-        let title = match r.ended_at {
-            None => format!(
-                "{}: problems{} since {}",
-                service.name, place, j.view.started_at
-            ),
-            Some(_) => format!(
-                "{}: problems{} from {} to {}",
-                service.name,
-                place,
-                j.view.started_at,
-                j.view.ended_at.as_deref().unwrap_or_default()
-            ),
-        };
-        let problems: Vec<String> = j
-            .top_problems
-            .iter()
-            .map(|p| format!("{} {:.0}%", p.problem, p.share * 100.0))
-            .collect();
-        let summary = format!(
-            "Status: {}. Reports: {}, peak {} a minute (normal: {:.1}). Duration: {} min. Most reported: {}.",
-            j.view.status,
-            j.view.total_reports,
-            j.view.peak_reports_per_min,
-            j.view.baseline_per_min_at_peak,
-            j.view.duration_s / 60,
-            if problems.is_empty() {
-                "–".to_owned()
-            } else {
-                problems.join(", ")
-            }
-        );
-        let link = format!("{base}/incidents/{}", row.id);
-        let mut entry = Entry::default();
-        entry.set_id(format!("{base}/api/v1/incidents/{}", row.id));
-        entry.set_title(Text::plain(title));
-        entry.set_updated(fixed(
-            r.ended_at.unwrap_or(r.detected_at).max(r.detected_at),
-        ));
-        entry.set_published(Some(fixed(r.detected_at)));
-        entry.set_links(vec![Link {
-            href: link,
-            rel: "alternate".into(),
-            mime_type: Some("text/html".into()),
-            ..Link::default()
-        }]);
-        entry.set_summary(Some(Text::plain(summary.clone())));
-        entry.set_content(Some(Content {
-            content_type: Some("text".into()),
-            value: Some(summary),
-            ..Content::default()
-        }));
-        entries.push(entry);
-    }
-    let updated = rows
-        .iter()
-        .map(|r| r.record.ended_at.unwrap_or(r.record.detected_at))
-        .max()
-        .unwrap_or(0);
-    let mut feed = Feed::default();
-    feed.set_id(format!(
-        "{base}/api/v1/services/{}/incidents.atom",
-        service.slug
-    ));
-    feed.set_title(Text::plain(format!(
-        "{}: incidents on Downwatch",
-        service.name
-    )));
-    feed.set_updated(fixed(updated));
-    feed.set_authors(vec![Person {
-        name: "Downwatch".into(),
-        ..Person::default()
-    }]);
-    feed.set_links(vec![
-        Link {
-            href: format!("{base}/api/v1/services/{}/incidents.atom", service.slug),
-            rel: "self".into(),
-            mime_type: Some("application/atom+xml".into()),
-            ..Link::default()
-        },
-        Link {
-            href: format!("{base}/services/{}", service.slug),
-            rel: "alternate".into(),
-            mime_type: Some("text/html".into()),
-            ..Link::default()
-        },
-    ]);
-    feed.set_entries(entries);
-    Ok(HttpResponse::Ok()
-        .content_type("application/atom+xml; charset=utf-8")
-        .body(feed.to_string()))
 }
 
 #[cfg(test)]

@@ -2,6 +2,7 @@
 //! reads like a table of contents.
 
 pub mod chart;
+pub mod feeds;
 pub mod health;
 pub mod incidents;
 pub mod reports;
@@ -9,3 +10,4 @@ pub mod series;
 pub mod services;
 pub mod status;
 pub mod stream;
+pub mod webhooks;

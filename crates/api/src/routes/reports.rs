@@ -172,7 +172,7 @@ async fn accept(
     };
     let country = country.or_else(|| state.header_country(req));
 
-    let received_at = chrono::Utc::now();
+    let received_at = state.now();
     let client = state
         .hasher
         .identify(ip, client_id.as_deref(), received_at)

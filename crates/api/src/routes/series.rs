@@ -183,7 +183,7 @@ async fn series(
         query.from.as_deref(),
         query.to.as_deref(),
         query.step.as_deref(),
-        Utc::now(),
+        state.now(),
     )?;
     let country = query
         .country

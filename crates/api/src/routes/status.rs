@@ -7,7 +7,6 @@ use crate::routes::series::{parse_time, rfc3339};
 use crate::routes::services::{StatusView, statuses};
 use crate::state::AppState;
 use actix_web::{HttpResponse, web};
-use chrono::Utc;
 use downwatch_core::{CountryCode, GLOBAL_SCOPE, Level};
 use downwatch_detector::model::ScopeModel;
 use serde::{Deserialize, Serialize};
@@ -96,7 +95,7 @@ async fn status(
     query: web::Query<StatusQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let country = parse_country(query.country.as_deref())?;
-    let now = Utc::now().timestamp();
+    let now = state.now().timestamp();
     let out = down_now(&state, country, now).await?;
     Ok(HttpResponse::Ok().json(serde_json::json!({
         "generated_at": rfc3339(now),
@@ -201,7 +200,7 @@ async fn breakdown(
 ) -> Result<HttpResponse, ApiError> {
     let service = state.service(&slug).await?;
     let country = parse_country(query.country.as_deref())?;
-    let now = Utc::now().timestamp();
+    let now = state.now().timestamp();
     let to = query
         .to
         .as_deref()

@@ -5,6 +5,7 @@
 mod cluster;
 mod detector;
 mod faults;
+mod feeds;
 mod helpers;
 mod history;
 mod import;
@@ -12,6 +13,8 @@ mod openapi;
 mod process;
 mod read;
 mod reports;
+mod scenarios;
 mod series;
 mod services;
 mod system;
+mod webhooks;

@@ -1,0 +1,526 @@
+//! `downwatch replay SCENARIO`: a scenario's reports as an import file
+//! (`--csv FILE`), or sent to a running server over HTTP (`--target URL`).
+//!
+//! The server stamps every report with its own clock, so over HTTP each
+//! report is sent when the server's clock reaches the report's time: the
+//! replay reads the server's time once (`generated_at` of
+//! `/api/v1/status`) and assumes it moves at `--speed` (1 for a server on
+//! the system clock; N for one started with `DOWNWATCH_CLOCK=…@N`).
+//! Reports older than the server's clock are not sent (they would be
+//! stamped at the wrong time): load those with `--csv` and `downwatch
+//! import`. Each report comes from a client of its own, named in
+//! `X-Forwarded-For`, so the server must trust this machine as a proxy
+//! (`DOWNWATCH_TRUSTED_PROXIES`).
+
+use crate::scenario::{Report, Scenario, generate, parse_duration};
+use anyhow::{Context, bail};
+use futures_util::StreamExt;
+use serde::Serialize;
+use serde_json::{Value, json};
+use std::collections::BTreeSet;
+use std::io::Write;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+/// The part of a scenario to replay, as unix seconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Window {
+    pub from: i64,
+    pub to: i64,
+}
+
+impl Window {
+    /// `--from` and `--until` (offsets such as `14d 8h` from the scenario's
+    /// start; default its whole length).
+    pub fn of(
+        scenario: &Scenario,
+        from: Option<&str>,
+        until: Option<&str>,
+    ) -> anyhow::Result<Self> {
+        let offset = |v: Option<&str>, default: i64, name: &str| -> anyhow::Result<i64> {
+            match v {
+                None => Ok(default),
+                Some(s) => parse_duration(s).map_err(|e| anyhow::anyhow!("--{name}: {e}")),
+            }
+        };
+        let from = offset(from, 0, "from")?;
+        let until = offset(until, scenario.length, "until")?;
+        if from >= until || until > scenario.length {
+            bail!(
+                "--from must be before --until, and both within the scenario's length ({})",
+                crate::scenario::format_duration(scenario.length)
+            );
+        }
+        Ok(Window {
+            from: scenario.start + from,
+            to: scenario.start + until,
+        })
+    }
+}
+
+/// `--start`: the scenario's day 0, as a time, `now` (the current minute)
+/// or `now-DURATION` (`now-14d`: day 14 is today, so history written with
+/// `--until 14d` ends now and a replay `--from 14d` starts now).
+pub fn parse_start(s: &str) -> anyhow::Result<i64> {
+    let t = s.trim();
+    if let Some(rest) = t.strip_prefix("now") {
+        let now = chrono::Utc::now().timestamp();
+        let now = now - now.rem_euclid(60);
+        if rest.is_empty() {
+            return Ok(now);
+        }
+        let ago = rest
+            .strip_prefix('-')
+            .map(parse_duration)
+            .and_then(Result::ok)
+            .ok_or_else(|| {
+                anyhow::anyhow!(
+                    "--start: expected now, now-DURATION (now-14d) or a time, got {s:?}"
+                )
+            })?;
+        return Ok(now - ago);
+    }
+    crate::detect::parse_time(s, "start")
+}
+
+fn iso(secs: i64) -> String {
+    chrono::DateTime::from_timestamp(secs, 0)
+        .unwrap_or_default()
+        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+/// Writes the window's reports in `downwatch import`'s format; returns how many.
+pub fn write_csv(scenario: &Scenario, window: Window, out: impl Write) -> anyhow::Result<usize> {
+    let mut w = csv::Writer::from_writer(out);
+    w.write_record(crate::import::COLUMNS)?;
+    let reports = generate(scenario, window.from, window.to);
+    for r in &reports {
+        w.write_record([
+            scenario.services[r.service].slug.as_str(),
+            r.problem.as_str(),
+            r.country.as_ref().map_or("", |c| c.as_str()),
+            r.city.as_ref().map_or("", |c| c.as_str()),
+            &iso(r.at_ms.div_euclid(1000)),
+        ])?;
+    }
+    w.flush()?;
+    Ok(reports.len())
+}
+
+#[derive(Debug, Clone)]
+pub struct HttpOptions {
+    /// The server's base URL (`http://127.0.0.1:8080`).
+    pub target: String,
+    /// How fast the server's clock runs.
+    pub speed: f64,
+    /// Reports in flight at once, at most.
+    pub concurrency: usize,
+    /// With it, services the scenario names that the server lacks are
+    /// created, and problem kinds they lack added.
+    pub admin_token: Option<String>,
+    /// Progress lines on standard error.
+    pub verbose: bool,
+}
+
+/// What a replay over HTTP did (printed as JSON).
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct Summary {
+    /// Reports of the window.
+    pub reports: usize,
+    /// Stored by the server (201).
+    pub stored: u64,
+    /// Not sent: older than the server's clock when the replay began.
+    pub skipped: usize,
+    /// Refused or unanswered, after retries.
+    pub failed: u64,
+    /// Answered 429: the server does not take this machine's
+    /// `X-Forwarded-For` (add it to `DOWNWATCH_TRUSTED_PROXIES`).
+    pub rate_limited: u64,
+    /// The largest difference, in seconds of the server's clock, between a
+    /// report's scenario time and the time the server stamped on it.
+    pub max_lag_s: f64,
+    /// The server's clock when the replay began.
+    pub server_time: String,
+    /// The first refusal, to say why.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub first_error: Option<String>,
+}
+
+/// A distinct client address per report: 10.x.y.z from a per-run offset,
+/// so two runs within the de-duplication window do not collide.
+fn client_address(n: u64) -> String {
+    let n = n & 0x00ff_ffff;
+    format!("10.{}.{}.{}", (n >> 16) & 255, (n >> 8) & 255, n & 255)
+}
+
+async fn server_time(client: &reqwest::Client, base: &str) -> anyhow::Result<i64> {
+    let url = format!("{base}/api/v1/status");
+    let r = client
+        .get(&url)
+        .send()
+        .await
+        .with_context(|| format!("--target: cannot reach {url}"))?;
+    if !r.status().is_success() {
+        bail!("--target: {url} answered {}", r.status());
+    }
+    let body: Value = r
+        .json()
+        .await
+        .context("--target: /api/v1/status is not JSON")?;
+    let t = body["generated_at"]
+        .as_str()
+        .and_then(|s| chrono::DateTime::parse_from_rfc3339(s).ok())
+        .context("--target: /api/v1/status has no generated_at time")?;
+    Ok(t.timestamp())
+}
+
+/// Makes sure the server has the scenario's services with the problem
+/// kinds the window uses (creating or extending them with an admin token).
+async fn prepare_services(
+    client: &reqwest::Client,
+    opts: &HttpOptions,
+    scenario: &Scenario,
+    reports: &[Report],
+) -> anyhow::Result<()> {
+    let base = opts.target.trim_end_matches('/');
+    for (i, s) in scenario.services.iter().enumerate() {
+        let needed: BTreeSet<&str> = reports
+            .iter()
+            .filter(|r| r.service == i)
+            .map(|r| r.problem.as_str())
+            .collect();
+        if needed.is_empty() {
+            continue;
+        }
+        let url = format!("{base}/api/v1/services/{}", s.slug);
+        let r = client.get(&url).send().await?;
+        let (exists, mut kinds): (bool, Vec<String>) = match r.status().as_u16() {
+            200 => {
+                let v: Value = r.json().await?;
+                let kinds = v["problems"]
+                    .as_array()
+                    .map(|a| {
+                        a.iter()
+                            .filter_map(|k| k.as_str().map(str::to_owned))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                (true, kinds)
+            }
+            404 => (false, Vec::new()),
+            other => bail!("{url} answered {other}"),
+        };
+        let missing: Vec<&str> = needed
+            .iter()
+            .filter(|k| !kinds.iter().any(|have| have == *k))
+            .copied()
+            .collect();
+        if exists && missing.is_empty() {
+            continue;
+        }
+        let Some(token) = &opts.admin_token else {
+            if exists {
+                bail!(
+                    "service {} on the server lacks the problem kinds {}: add them, or pass \
+                     --admin-token to let the replay add them",
+                    s.slug,
+                    missing.join(", ")
+                );
+            }
+            bail!(
+                "the server has no service {}: create it, or pass --admin-token to let the \
+                 replay create it",
+                s.slug
+            );
+        };
+        kinds.extend(missing.iter().map(|k| (*k).to_owned()));
+        let r = if exists {
+            client
+                .patch(&url)
+                .bearer_auth(token)
+                .json(&json!({ "problems": kinds }))
+                .send()
+                .await?
+        } else {
+            client
+                .post(format!("{base}/api/v1/services"))
+                .bearer_auth(token)
+                .json(&json!({ "slug": s.slug.as_str(), "name": s.name, "problems": kinds }))
+                .send()
+                .await?
+        };
+        if !r.status().is_success() {
+            let status = r.status();
+            let body = r.text().await.unwrap_or_default();
+            bail!("preparing service {} failed: {status} {body}", s.slug);
+        }
+    }
+    Ok(())
+}
+
+/// Sends the window's reports as the server's clock reaches them.
+pub async fn replay_http(
+    scenario: &Scenario,
+    window: Window,
+    opts: &HttpOptions,
+) -> anyhow::Result<Summary> {
+    if !(opts.speed.is_finite() && opts.speed > 0.0) {
+        bail!("--speed: must be a positive number");
+    }
+    let base = opts.target.trim_end_matches('/').to_owned();
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .no_proxy()
+        .build()?;
+    let all = generate(scenario, window.from, window.to);
+    prepare_services(&client, opts, scenario, &all).await?;
+    let origin = server_time(&client, &base).await?;
+    let started = Instant::now();
+    let (skipped, due): (Vec<Report>, Vec<Report>) =
+        all.into_iter().partition(|r| r.at_ms < origin * 1000);
+    if opts.verbose {
+        eprintln!(
+            "replay: {} reports from {} to {} (server time {}, speed {}); {} before the server's time skipped",
+            due.len() + skipped.len(),
+            iso(window.from),
+            iso(window.to),
+            iso(origin),
+            opts.speed,
+            skipped.len()
+        );
+    }
+    let summary = Arc::new(std::sync::Mutex::new(Summary {
+        reports: due.len() + skipped.len(),
+        skipped: skipped.len(),
+        server_time: iso(origin),
+        ..Summary::default()
+    }));
+    let offset: u64 = rand::random::<u64>() & 0x00ff_ffff;
+    let counter = Arc::new(AtomicU64::new(0));
+    let total = due.len();
+    let slugs: Vec<String> = scenario
+        .services
+        .iter()
+        .map(|s| s.slug.as_str().to_owned())
+        .collect();
+    let speed = opts.speed;
+    futures_util::stream::iter(due.into_iter().enumerate())
+        .map(|(i, r)| {
+            let client = client.clone();
+            let base = base.clone();
+            let summary = summary.clone();
+            let counter = counter.clone();
+            let slug = slugs[r.service].clone();
+            async move {
+                let wait = (r.at_ms - origin * 1000) as f64 / 1000.0 / speed;
+                tokio::time::sleep_until((started + Duration::from_secs_f64(wait.max(0.0))).into())
+                    .await;
+                send(
+                    &client,
+                    &base,
+                    &slug,
+                    &r,
+                    client_address(offset + i as u64),
+                    &summary,
+                )
+                .await;
+                let done = counter.fetch_add(1, Ordering::Relaxed) + 1;
+                if opts.verbose && (done.is_multiple_of(1000) || done as usize == total) {
+                    eprintln!("replay: {done}/{total} sent");
+                }
+            }
+        })
+        .buffered(opts.concurrency.max(1))
+        .collect::<Vec<()>>()
+        .await;
+    let out = summary.lock().map(|s| s.clone()).unwrap_or_default();
+    Ok(out)
+}
+
+async fn send(
+    client: &reqwest::Client,
+    base: &str,
+    slug: &str,
+    r: &Report,
+    address: String,
+    summary: &std::sync::Mutex<Summary>,
+) {
+    let mut body = json!({ "problem": r.problem.as_str() });
+    if let Some(c) = &r.country {
+        body["country"] = json!(c.as_str());
+    }
+    if let Some(c) = &r.city {
+        body["city"] = json!(c.as_str());
+    }
+    let url = format!("{base}/api/v1/services/{slug}/reports");
+    let mut error = None;
+    for attempt in 0..5 {
+        let resp = client
+            .post(&url)
+            .header("X-Forwarded-For", &address)
+            .json(&body)
+            .send()
+            .await;
+        let resp = match resp {
+            Ok(r) => r,
+            Err(e) => {
+                error = Some(format!("{url}: {e}"));
+                tokio::time::sleep(Duration::from_millis(200 << attempt)).await;
+                continue;
+            }
+        };
+        let status = resp.status().as_u16();
+        match status {
+            201 => {
+                let lag = resp
+                    .json::<Value>()
+                    .await
+                    .ok()
+                    .and_then(|v| v["received_at"].as_str().map(str::to_owned))
+                    .and_then(|t| chrono::DateTime::parse_from_rfc3339(&t).ok())
+                    .map(|t| (t.timestamp_millis() - r.at_ms) as f64 / 1000.0);
+                if let Ok(mut s) = summary.lock() {
+                    s.stored += 1;
+                    if let Some(lag) = lag {
+                        s.max_lag_s = s.max_lag_s.max(lag.abs());
+                    }
+                }
+                return;
+            }
+            429 | 503 => {
+                if status == 429
+                    && let Ok(mut s) = summary.lock()
+                {
+                    s.rate_limited += 1;
+                }
+                let wait = resp
+                    .headers()
+                    .get("retry-after")
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.parse::<u64>().ok())
+                    .unwrap_or(1)
+                    .min(5);
+                error = Some(format!("{url} answered {status}"));
+                tokio::time::sleep(Duration::from_secs(wait)).await;
+            }
+            _ => {
+                let text = resp.text().await.unwrap_or_default();
+                error = Some(format!("{url} answered {status}: {text}"));
+                break;
+            }
+        }
+    }
+    if let Ok(mut s) = summary.lock() {
+        s.failed += 1;
+        if s.first_error.is_none() {
+            s.first_error = error;
+        }
+    }
+}
+
+/// `downwatch replay`'s arguments.
+#[derive(Debug, Clone)]
+pub struct Args {
+    pub scenario: String,
+    pub target: Option<String>,
+    pub csv: Option<std::path::PathBuf>,
+    pub speed: f64,
+    pub start: Option<String>,
+    pub from: Option<String>,
+    pub until: Option<String>,
+    pub concurrency: usize,
+    pub admin_token: Option<String>,
+}
+
+/// `downwatch replay`: prints a JSON summary on standard output (on
+/// standard error when the CSV goes to standard output).
+#[allow(clippy::print_stdout)]
+pub async fn run(args: &Args) -> anyhow::Result<()> {
+    let mut scenario = crate::scenario::load(&args.scenario)?;
+    if let Some(start) = &args.start {
+        scenario = scenario.starting_at(parse_start(start)?);
+    }
+    let window = Window::of(&scenario, args.from.as_deref(), args.until.as_deref())?;
+    match (&args.csv, &args.target) {
+        (Some(path), _) => {
+            let (n, to_stdout) = if path.as_os_str() == "-" {
+                let stdout = std::io::stdout();
+                (write_csv(&scenario, window, stdout.lock())?, true)
+            } else {
+                let file = std::fs::File::create(path)
+                    .with_context(|| format!("--csv: cannot write {}", path.display()))?;
+                (
+                    write_csv(&scenario, window, std::io::BufWriter::new(file))?,
+                    false,
+                )
+            };
+            let summary = json!({
+                "scenario": scenario.name,
+                "reports": n,
+                "from": iso(window.from),
+                "to": iso(window.to),
+            });
+            if to_stdout {
+                eprintln!("{summary}");
+            } else {
+                println!("{summary}");
+            }
+        }
+        (None, Some(target)) => {
+            let opts = HttpOptions {
+                target: target.clone(),
+                speed: args.speed,
+                concurrency: args.concurrency,
+                admin_token: args.admin_token.clone(),
+                verbose: true,
+            };
+            let summary = replay_http(&scenario, window, &opts).await?;
+            println!("{}", serde_json::to_string(&summary)?);
+            if summary.failed > 0 {
+                bail!(
+                    "{} of {} reports were not stored: {}",
+                    summary.failed,
+                    summary.reports,
+                    summary.first_error.as_deref().unwrap_or("no answer")
+                );
+            }
+        }
+        (None, None) => bail!("give --target URL or --csv FILE"),
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn the_csv_is_an_import_file_of_the_window() {
+        let s = crate::scenario::load("small-service-partial").unwrap();
+        let w = Window::of(&s, Some("14d 19h"), Some("14d 20h")).unwrap();
+        let mut out = Vec::new();
+        let n = write_csv(&s, w, &mut out).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        let mut lines = text.lines();
+        assert_eq!(
+            lines.next(),
+            Some("service,problem,country,city,reported_at")
+        );
+        assert_eq!(lines.clone().count(), n);
+        // The outage: dozens of Deezer login reports from France in that hour.
+        let logins = lines.filter(|l| l.starts_with("deezer,login,FR,")).count();
+        assert!(logins > 60, "{logins}");
+        assert!(text.contains("2024-03-18T19:"));
+        assert!(Window::of(&s, Some("15d"), None).is_err());
+        assert!(Window::of(&s, Some("2h"), Some("1h")).is_err());
+        assert!(Window::of(&s, Some("soon"), None).is_err());
+        assert_eq!(client_address(0x01_02_03), "10.1.2.3");
+        let now = parse_start("now").unwrap();
+        assert_eq!(now % 60, 0);
+        assert_eq!(parse_start("now-14d").unwrap(), now - 14 * 86_400);
+        assert_eq!(parse_start("2024-03-04").unwrap(), 1_709_510_400);
+        assert!(parse_start("now+1d").is_err());
+    }
+}

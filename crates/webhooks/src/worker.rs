@@ -1,0 +1,305 @@
+//! The delivery worker, one in every instance. Each round it claims a
+//! subscription with pending deliveries (a lease in the database, so no two
+//! instances send one subscription's deliveries at once), sends them oldest
+//! first, records each attempt, and gives the lease back. A failure (no
+//! answer, a timeout, a refused address, or a status other than 2xx) puts
+//! the subscription's queue on hold until an exponential back-off has passed,
+//! so a receiver sees a subscription's events in order; after the last
+//! attempt the delivery is given up and the queue moves on.
+//!
+//! A process that dies after a receiver answered but before the attempt is
+//! recorded leaves the delivery pending, and it is sent again when the lease
+//! runs out: at least once, with the same `X-Downwatch-Delivery` id, which
+//! receivers can use to drop a repeat.
+
+use crate::address::{GuardedResolver, check_literal};
+use crate::metrics::WebhookMetrics;
+use crate::sign::{HEADER, signature};
+use downwatch_store::webhooks::{Attempt, AttemptOutcome, ClaimedWebhook, Delivery};
+use downwatch_store::{Storage, StoreError};
+use reqwest::Url;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+#[derive(Debug, Clone)]
+pub struct DeliveryConfig {
+    /// The wait after the first failed attempt; doubled after each one.
+    pub backoff: Duration,
+    /// The longest wait between attempts.
+    pub max_backoff: Duration,
+    /// Attempts before a delivery is given up.
+    pub max_attempts: u32,
+    /// How long one attempt may take (connecting included).
+    pub timeout: Duration,
+    pub allow_private: bool,
+    /// How often the worker looks for due deliveries.
+    pub poll: Duration,
+    /// Deliveries sent per claim, at most.
+    pub batch: i64,
+    /// Delivered and given-up rows are deleted after this.
+    pub keep: Duration,
+    /// This instance's name in the leases.
+    pub instance: String,
+}
+
+impl Default for DeliveryConfig {
+    fn default() -> Self {
+        Self {
+            backoff: Duration::from_secs(10),
+            max_backoff: Duration::from_secs(3600),
+            max_attempts: 10,
+            timeout: Duration::from_secs(10),
+            allow_private: false,
+            poll: Duration::from_secs(1),
+            batch: 50,
+            keep: Duration::from_secs(30 * 86_400),
+            instance: format!(
+                "{}-{}",
+                std::process::id(),
+                chrono::Utc::now().timestamp_nanos_opt().unwrap_or_default()
+            ),
+        }
+    }
+}
+
+impl DeliveryConfig {
+    /// The wait after the `attempts`-th failed attempt.
+    pub fn backoff_after(&self, attempts: u32) -> Duration {
+        let factor = 2u32.saturating_pow(attempts.saturating_sub(1).min(20));
+        self.backoff.saturating_mul(factor).min(self.max_backoff)
+    }
+
+    /// How long a claim holds a subscription: room for a whole batch would
+    /// be long, so the worker stops sending when one more attempt could
+    /// outlast it.
+    fn lease(&self) -> Duration {
+        (self.timeout * 3).max(Duration::from_secs(30))
+    }
+}
+
+fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+fn millis(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+pub struct Deliverer {
+    storage: Arc<dyn Storage>,
+    client: reqwest::Client,
+    config: DeliveryConfig,
+    metrics: WebhookMetrics,
+}
+
+impl Deliverer {
+    pub fn new(
+        storage: Arc<dyn Storage>,
+        config: DeliveryConfig,
+        metrics: WebhookMetrics,
+    ) -> Result<Self, reqwest::Error> {
+        let client = reqwest::Client::builder()
+            .timeout(config.timeout)
+            .connect_timeout(config.timeout)
+            // A redirect could lead anywhere, a proxy would bypass the address check.
+            .redirect(reqwest::redirect::Policy::none())
+            .no_proxy()
+            .dns_resolver(Arc::new(GuardedResolver {
+                allow_private: config.allow_private,
+            }))
+            .user_agent(concat!("Downwatch-Webhooks/", env!("CARGO_PKG_VERSION")))
+            .build()?;
+        Ok(Self {
+            storage,
+            client,
+            config,
+            metrics,
+        })
+    }
+
+    /// Delivers what is due every `poll` until the task is aborted.
+    pub async fn run(self) {
+        let mut tick = tokio::time::interval(self.config.poll);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut last_prune = Instant::now();
+        loop {
+            tick.tick().await;
+            if let Err(e) = self.run_once().await {
+                self.metrics.worker_failures.inc();
+                tracing::warn!(error = ?e, "webhook delivery round failed; retrying");
+            }
+            if last_prune.elapsed() >= Duration::from_secs(3600) {
+                last_prune = Instant::now();
+                let before = now_ms() - millis(self.config.keep);
+                match self.storage.prune_deliveries(before).await {
+                    Ok(n) if n > 0 => tracing::info!(deleted = n, "old webhook deliveries pruned"),
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(error = ?e, "pruning webhook deliveries failed"),
+                }
+            }
+        }
+    }
+
+    /// Sends every delivery due now, subscription by subscription; returns
+    /// how many attempts were made.
+    pub async fn run_once(&self) -> Result<usize, StoreError> {
+        let mut attempts = 0;
+        // Bounded, so a round always ends; what is left waits for the next.
+        for _ in 0..1000 {
+            let lease = self.config.lease();
+            let Some(w) = self
+                .storage
+                .claim_webhook(&self.config.instance, now_ms(), millis(lease))
+                .await?
+            else {
+                break;
+            };
+            let sent = self.drain(&w, Instant::now() + lease).await;
+            let released = self
+                .storage
+                .release_webhook(w.id, &self.config.instance)
+                .await;
+            attempts += sent?;
+            released?;
+        }
+        Ok(attempts)
+    }
+
+    /// Sends a claimed subscription's pending deliveries in order until one
+    /// fails or the lease could run out.
+    async fn drain(&self, w: &ClaimedWebhook, lease_end: Instant) -> Result<usize, StoreError> {
+        let pending = self
+            .storage
+            .pending_deliveries(w.id, self.config.batch)
+            .await?;
+        let mut attempts = 0;
+        for d in pending {
+            if Instant::now() + self.config.timeout + Duration::from_secs(2) > lease_end {
+                break;
+            }
+            let (status, error) = self.send(w, &d).await;
+            attempts += 1;
+            let n = u32::try_from(d.attempts + 1).unwrap_or(u32::MAX);
+            let at = now_ms();
+            let outcome = if status.is_some_and(|s| (200..300).contains(&s)) {
+                AttemptOutcome::Delivered
+            } else if n >= self.config.max_attempts {
+                AttemptOutcome::GaveUp
+            } else {
+                AttemptOutcome::RetryAt(at + millis(self.config.backoff_after(n)))
+            };
+            self.storage
+                .record_attempt(&Attempt {
+                    delivery_id: d.id,
+                    webhook_id: w.id,
+                    at,
+                    status,
+                    error: error.clone(),
+                    outcome,
+                })
+                .await?;
+            let label = match outcome {
+                AttemptOutcome::Delivered => "delivered",
+                AttemptOutcome::RetryAt(_) => "retried",
+                AttemptOutcome::GaveUp => "given_up",
+            };
+            self.metrics.attempt(label);
+            match outcome {
+                AttemptOutcome::Delivered => {}
+                AttemptOutcome::GaveUp => tracing::warn!(
+                    webhook = w.id,
+                    delivery = d.id,
+                    attempts = n,
+                    status,
+                    error,
+                    "webhook delivery given up"
+                ),
+                AttemptOutcome::RetryAt(_) => {
+                    tracing::info!(
+                        webhook = w.id,
+                        delivery = d.id,
+                        attempts = n,
+                        status,
+                        error,
+                        "webhook delivery failed; will retry"
+                    );
+                    break;
+                }
+            }
+        }
+        Ok(attempts)
+    }
+
+    /// One attempt: the HTTP status, or why there was none.
+    async fn send(&self, w: &ClaimedWebhook, d: &Delivery) -> (Option<i64>, Option<String>) {
+        let url = match Url::parse(&w.url) {
+            Ok(u) => u,
+            Err(e) => return (None, Some(format!("invalid URL: {e}"))),
+        };
+        if let Err(e) = check_literal(&url, self.config.allow_private) {
+            return (None, Some(e.to_string()));
+        }
+        let body = d.payload.clone().into_bytes();
+        let result = self
+            .client
+            .post(url)
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .header("X-Downwatch-Event", &d.event)
+            .header("X-Downwatch-Delivery", d.id.to_string())
+            .header(HEADER, signature(w.secret.as_bytes(), &body))
+            .body(body)
+            .send()
+            .await;
+        match result {
+            Ok(r) => {
+                let status = i64::from(r.status().as_u16());
+                let error = (!r.status().is_success()).then(|| format!("answered {}", r.status()));
+                (Some(status), error)
+            }
+            Err(e) => (None, Some(describe(&e))),
+        }
+    }
+}
+
+/// An error and its causes on one line ("error sending request: … :
+/// 127.0.0.1 resolves to a private address …"), at most 500 characters.
+fn describe(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts = vec![e.to_string()];
+    let mut source = e.source();
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+        source = s.source();
+    }
+    let mut out = parts.join(": ");
+    if out.len() > 500 {
+        let mut cut = 500;
+        while !out.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        out.truncate(cut);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_back_off_doubles_from_its_base_up_to_its_cap() {
+        let c = DeliveryConfig {
+            backoff: Duration::from_secs(10),
+            max_backoff: Duration::from_secs(3600),
+            ..DeliveryConfig::default()
+        };
+        let waits: Vec<u64> = (1..=11).map(|n| c.backoff_after(n).as_secs()).collect();
+        assert_eq!(
+            waits,
+            [10, 20, 40, 80, 160, 320, 640, 1280, 2560, 3600, 3600]
+        );
+        assert_eq!(c.backoff_after(1000).as_secs(), 3600);
+    }
+}
