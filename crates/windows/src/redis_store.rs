@@ -38,11 +38,14 @@ local window, cap = ARGV[1], tonumber(ARGV[2])
 for i = 1, #KEYS, 2 do
   local r = 0
   if redis.call('SET', KEYS[i], '1', 'NX', 'PX', window) then
-    local n = tonumber(redis.call('GET', KEYS[i + 1]) or '0')
-    if n < cap then
-      if redis.call('INCR', KEYS[i + 1]) == 1 then redis.call('PEXPIRE', KEYS[i + 1], window) end
+    -- INCR first: one call for the usual report under its cap; one over
+    -- it is taken back at once (the script is atomic, nobody sees it).
+    local n = redis.call('INCR', KEYS[i + 1])
+    if n == 1 then redis.call('PEXPIRE', KEYS[i + 1], window) end
+    if n <= cap then
       r = 1
     else
+      redis.call('DECR', KEYS[i + 1])
       r = 2
     end
   end
