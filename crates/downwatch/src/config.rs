@@ -60,6 +60,11 @@ pub struct Settings {
     pub ingest_queue: usize,
     /// `DOWNWATCH_INGEST_MAX_BATCH`: most reports per transaction.
     pub ingest_max_batch: usize,
+    /// `DOWNWATCH_INGEST_WORKERS`: batches committing at once on PostgreSQL
+    /// (SQLite has one writer, so one). Default one: every batch upserts
+    /// the same hot rollup rows, so a second batch mostly waits on the
+    /// first's row locks, and one worker gathers bigger batches.
+    pub ingest_workers: usize,
     /// `DOWNWATCH_COMMIT_TIMEOUT_MS`: how long a submission waits for its commit.
     pub commit_timeout: Duration,
     /// `DOWNWATCH_HTTP_WORKERS`: HTTP worker threads (default: one per core).
@@ -218,6 +223,7 @@ impl Settings {
         let counted_per_address = parse_num(&get, "DOWNWATCH_COUNTED_PER_ADDRESS", 10, 1, 100_000)?;
         let ingest_queue = parse_num(&get, "DOWNWATCH_INGEST_QUEUE", 20_000, 1, 10_000_000)?;
         let ingest_max_batch = parse_num(&get, "DOWNWATCH_INGEST_MAX_BATCH", 1_000, 1, 50_000)?;
+        let ingest_workers = parse_num(&get, "DOWNWATCH_INGEST_WORKERS", 1, 1, 64)?;
         let commit_timeout = Duration::from_millis(parse_num(
             &get,
             "DOWNWATCH_COMMIT_TIMEOUT_MS",
@@ -272,6 +278,7 @@ impl Settings {
             counted_per_address,
             ingest_queue,
             ingest_max_batch,
+            ingest_workers,
             commit_timeout,
             http_workers,
             detector,

@@ -81,8 +81,8 @@ enum BenchCommand {
         /// Seconds of the measured phase (and of the overload phase).
         #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..=3600))]
         seconds: u64,
-        /// wrk connections in the measured phase.
-        #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+        /// wrk connections in the measured phase (people pressing at once).
+        #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..=10_000))]
         connections: u32,
         /// wrk threads.
         #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=64))]
@@ -90,9 +90,11 @@ enum BenchCommand {
         /// Connections of the overload phase as a multiple of --connections (1: none).
         #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=100))]
         overload: u32,
-        /// HTTP workers of each server (default: one per core).
-        #[arg(long)]
-        workers: Option<usize>,
+        /// HTTP workers of each server (the same for all). One by default:
+        /// on a small machine that also runs PostgreSQL, Redis and wrk, more
+        /// threads than cores cost more in switching than they give.
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=64))]
+        workers: u64,
         /// Only this mode (default both).
         #[arg(long, value_parser = ["production", "embedded"])]
         only: Option<String>,
@@ -399,8 +401,7 @@ async fn bench(what: &BenchCommand) -> anyhow::Result<String> {
                 connections: *connections,
                 threads: *threads,
                 overload: *overload,
-                workers: workers
-                    .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
+                workers: *workers as usize,
                 database_url: server(database_url),
                 redis_url: redis_url.clone(),
                 production: only.as_deref() != Some("embedded"),

@@ -114,7 +114,11 @@ impl Application {
             IngestConfig {
                 queue_capacity: settings.ingest_queue,
                 max_batch: settings.ingest_max_batch,
-                workers: if storage.backend() == "sqlite" { 1 } else { 2 },
+                workers: if storage.backend() == "sqlite" {
+                    1
+                } else {
+                    settings.ingest_workers
+                },
                 dedup,
             },
             metrics.ingest.clone(),
