@@ -15,12 +15,17 @@ use tokio::sync::{broadcast, mpsc};
 /// restored after a restart expire sooner than the window; they are set
 /// oldest first before new ones, so the order still holds (one restored
 /// behind a later expiry merely lingers until that one goes).
-struct Expiring<K, V> {
-    entries: HashMap<K, (Instant, V)>,
-    order: VecDeque<(Instant, K)>,
+///
+/// Compact, since an outage puts millions of clients in one window: keys
+/// are 8 bytes ([`slot`]) and times are milliseconds since the store began
+/// in a `u32` compared with wrapping arithmetic (windows are under a day),
+/// so an entry costs about 35 bytes with the map's overhead.
+struct Expiring<V> {
+    entries: HashMap<u64, (u32, V)>,
+    order: VecDeque<(u32, u64)>,
 }
 
-impl<K: std::hash::Hash + Eq + Copy, V> Default for Expiring<K, V> {
+impl<V> Default for Expiring<V> {
     fn default() -> Self {
         Self {
             entries: HashMap::new(),
@@ -29,10 +34,15 @@ impl<K: std::hash::Hash + Eq + Copy, V> Default for Expiring<K, V> {
     }
 }
 
-impl<K: std::hash::Hash + Eq + Copy, V> Expiring<K, V> {
-    fn expire(&mut self, now: Instant) {
+/// Whether `at` (ms ticks) has come by `now`, across the u32 wrap.
+fn reached(now: u32, at: u32) -> bool {
+    now.wrapping_sub(at) as i32 >= 0
+}
+
+impl<V> Expiring<V> {
+    fn expire(&mut self, now: u32) {
         while let Some(&(expiry, key)) = self.order.front() {
-            if expiry > now {
+            if !reached(now, expiry) {
                 break;
             }
             self.order.pop_front();
@@ -43,26 +53,36 @@ impl<K: std::hash::Hash + Eq + Copy, V> Expiring<K, V> {
         }
     }
 
-    fn get_mut(&mut self, key: &K) -> Option<&mut V> {
+    fn get_mut(&mut self, key: &u64) -> Option<&mut V> {
         self.entries.get_mut(key).map(|(_, v)| v)
     }
 
-    fn insert(&mut self, key: K, value: V, expiry: Instant) {
+    fn insert(&mut self, key: u64, value: V, expiry: u32) {
         self.entries.insert(key, (expiry, value));
         self.order.push_back((expiry, key));
     }
 
-    fn remove(&mut self, key: &K) {
+    fn remove(&mut self, key: &u64) {
         self.entries.remove(key);
     }
 }
 
+/// A (service, salted hash) pair in 8 bytes. The hashes are SHA-256
+/// output, uniformly random, so two pairs share a slot with odds of 2^-64
+/// (at 18 million clients in a window, about one chance in 100,000 that one
+/// report anywhere is wrongly taken as already counted).
+fn slot(service_id: i64, hash: &[u8; 16]) -> u64 {
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&hash[..8]);
+    u64::from_le_bytes(first) ^ (service_id as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15)
+}
+
 #[derive(Default)]
 struct Inner {
-    /// (service, client) → claimed.
-    claims: Expiring<(i64, [u8; 16]), ()>,
-    /// (service, address) → counted reports in the window.
-    per_address: Expiring<(i64, [u8; 16]), u32>,
+    /// slot(service, client) → claimed.
+    claims: Expiring<()>,
+    /// slot(service, address) → counted reports in the window.
+    per_address: Expiring<u32>,
     buckets: BTreeMap<(i64, String), BTreeMap<i64, u32>>,
     /// name → (holder, expiry).
     leases: HashMap<String, (String, Instant)>,
@@ -86,6 +106,8 @@ impl Inner {
 
 pub struct MemoryWindows {
     inner: Mutex<Inner>,
+    /// Where the claims' millisecond clock starts.
+    base: Instant,
     /// (channel, payload) to every subscriber of this process.
     events: broadcast::Sender<(String, String)>,
 }
@@ -94,6 +116,7 @@ impl Default for MemoryWindows {
     fn default() -> Self {
         Self {
             inner: Mutex::default(),
+            base: Instant::now(),
             events: broadcast::channel(1024).0,
         }
     }
@@ -102,6 +125,11 @@ impl Default for MemoryWindows {
 impl MemoryWindows {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Milliseconds since the store began, wrapping every 49 days.
+    fn ticks(&self, at: Instant) -> u32 {
+        at.duration_since(self.base).as_millis() as u32
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
@@ -121,14 +149,14 @@ impl WindowStore for MemoryWindows {
     }
 
     async fn claim(&self, keys: &[DedupKey], rule: DedupRule) -> Result<Vec<Claim>> {
-        let now = Instant::now();
-        let expiry = now + rule.window;
+        let now = self.ticks(Instant::now());
+        let expiry = now.wrapping_add(rule.window.as_millis() as u32);
         let mut inner = self.lock();
         inner.claims.expire(now);
         inner.per_address.expire(now);
         let mut out = Vec::with_capacity(keys.len());
         for key in keys {
-            let client = (key.service_id, key.client);
+            let client = slot(key.service_id, &key.client);
             if inner.claims.entries.contains_key(&client) {
                 out.push(Claim::Duplicate);
                 continue;
@@ -136,7 +164,7 @@ impl WindowStore for MemoryWindows {
             inner.claims.insert(client, (), expiry);
             // The counter holds counted reports only, so a released one
             // frees its place under the cap.
-            let address = (key.service_id, key.address);
+            let address = slot(key.service_id, &key.address);
             let claim = match inner.per_address.get_mut(&address) {
                 Some(n) if *n >= rule.per_address => Claim::OverCap,
                 Some(n) => {
@@ -159,9 +187,11 @@ impl WindowStore for MemoryWindows {
             if !claim.holds() {
                 continue;
             }
-            inner.claims.remove(&(key.service_id, key.client));
+            inner.claims.remove(&slot(key.service_id, &key.client));
             if claim.counts()
-                && let Some(n) = inner.per_address.get_mut(&(key.service_id, key.address))
+                && let Some(n) = inner
+                    .per_address
+                    .get_mut(&slot(key.service_id, &key.address))
             {
                 *n = n.saturating_sub(1);
             }
@@ -257,16 +287,16 @@ impl WindowStore for MemoryWindows {
     }
 
     async fn restore_claims(&self, claims: &[RestoredClaim], rule: DedupRule) -> Result<()> {
-        let now = Instant::now();
+        let now = self.ticks(Instant::now());
         let mut inner = self.lock();
         for c in claims {
-            let expiry = now + c.remaining.min(rule.window);
-            let client = (c.service_id, c.client);
+            let expiry = now.wrapping_add(c.remaining.min(rule.window).as_millis() as u32);
+            let client = slot(c.service_id, &c.client);
             if !inner.claims.entries.contains_key(&client) {
                 inner.claims.insert(client, (), expiry);
             }
             if let Some(address) = c.address {
-                let key = (c.service_id, address);
+                let key = slot(c.service_id, &address);
                 match inner.per_address.get_mut(&key) {
                     Some(n) => *n += 1,
                     None => inner.per_address.insert(key, 1, expiry),
@@ -400,6 +430,27 @@ mod tests {
             w.claim(&[key(1, 8, 9)], r).await.unwrap(),
             vec![Claim::OverCap]
         );
+    }
+
+    #[test]
+    fn times_compare_across_the_wrap_of_the_millisecond_clock() {
+        assert!(reached(10, 10));
+        assert!(reached(11, 10));
+        assert!(!reached(9, 10));
+        // An expiry set just before the wrap, reached just after it.
+        let expiry = u32::MAX - 5;
+        assert!(!reached(u32::MAX - 6, expiry));
+        assert!(reached(3, expiry));
+        // An expiry past the wrap is not reached by a time before it.
+        assert!(!reached(u32::MAX - 1, 5));
+    }
+
+    #[test]
+    fn the_same_hash_for_two_services_takes_two_slots() {
+        let h = [7u8; 16];
+        assert_ne!(slot(1, &h), slot(2, &h));
+        assert_ne!(slot(1, &h), slot(1, &[8u8; 16]));
+        assert_eq!(slot(3, &h), slot(3, &h));
     }
 
     #[tokio::test]

@@ -128,10 +128,15 @@ impl RedisWindows {
         }
     }
 
+    /// Two of these per report on the hot path: built by hand.
     fn hashed_key(&self, service_id: i64, kind: char, hash: &[u8; 16]) -> String {
-        let mut s = format!("{}{{s{service_id}}}:{kind}:", self.prefix);
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let mut s = String::with_capacity(self.prefix.len() + 60);
+        s.push_str(&self.prefix);
+        let _ = write!(s, "{{s{service_id}}}:{kind}:");
         for b in hash {
-            let _ = write!(s, "{b:02x}");
+            s.push(char::from(HEX[usize::from(b >> 4)]));
+            s.push(char::from(HEX[usize::from(b & 15)]));
         }
         s
     }
