@@ -8,6 +8,7 @@ pub mod clock;
 pub mod country;
 pub mod detector;
 pub mod domain;
+pub mod time;
 
 pub use clock::Clock;
 pub use country::CountryCode;

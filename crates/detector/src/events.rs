@@ -2,7 +2,6 @@
 //! transitions and per-minute counts, as JSON messages on the window store's
 //! pub/sub (in process, or Redis so every instance's stream sees them).
 
-use chrono::{DateTime, SecondsFormat, Utc};
 use downwatch_core::Level;
 use downwatch_store::IncidentRecord;
 use serde::{Deserialize, Serialize};
@@ -10,12 +9,7 @@ use serde::{Deserialize, Serialize};
 /// The pub/sub channel of detector events.
 pub const CHANNEL: &str = "detector";
 
-/// RFC 3339 in UTC, seconds precision (`2022-10-25T07:00:00Z`).
-pub fn rfc3339(t: i64) -> String {
-    DateTime::<Utc>::from_timestamp(t, 0)
-        .unwrap_or_default()
-        .to_rfc3339_opts(SecondsFormat::Secs, true)
-}
+pub use downwatch_core::time::rfc3339;
 
 /// An incident as the API shows it (SPEC.md "Incident JSON", without the
 /// problem and place breakdowns, which readers add from the reports).

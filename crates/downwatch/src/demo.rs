@@ -10,6 +10,7 @@ use crate::replay::{HttpOptions, Window, replay_http};
 use crate::scenario::{self, Scenario};
 use crate::startup::{Application, connect_storage};
 use anyhow::{Context, bail};
+use downwatch_core::time::rfc3339;
 use downwatch_store::IncidentQuery;
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -112,16 +113,11 @@ pub async fn run(opts: &DemoOptions) -> anyhow::Result<()> {
     let imported = crate::import::run(storage.as_ref(), &csv).await;
     let _ = std::fs::remove_file(&csv);
     let imported = imported?;
-    let iso = |t: i64| {
-        chrono::DateTime::from_timestamp(t, 0)
-            .unwrap_or_default()
-            .format("%Y-%m-%d %H:%M:%S")
-            .to_string()
-    };
     // Detection over what follows the first 14 days, which it learns from
     // (as `downwatch detect` does with the 14 days before `--from`).
     let checked = (origin + 14 * 86_400).min(live - 3600);
-    let detected = crate::detect::run(storage.as_ref(), &iso(checked), &iso(live), None).await?;
+    let detected =
+        crate::detect::run(storage.as_ref(), &rfc3339(checked), &rfc3339(live), None).await?;
     drop(storage);
     println!(
         "  {} reports imported and {} past incidents detected in {:.0} s.",
@@ -268,10 +264,4 @@ pub async fn run(opts: &DemoOptions) -> anyhow::Result<()> {
 
 fn scenario_speed_max() -> f64 {
     downwatch_core::clock::MAX_SPEED
-}
-
-fn rfc3339(t: i64) -> String {
-    chrono::DateTime::from_timestamp(t, 0)
-        .unwrap_or_default()
-        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
 }

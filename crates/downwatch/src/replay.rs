@@ -14,6 +14,7 @@
 
 use crate::scenario::{Report, Scenario, generate, parse_duration};
 use anyhow::{Context, bail};
+use downwatch_core::time::rfc3339;
 use futures_util::StreamExt;
 use serde::Serialize;
 use serde_json::{Value, json};
@@ -84,12 +85,6 @@ pub fn parse_start(s: &str) -> anyhow::Result<i64> {
     crate::detect::parse_time(s, "start")
 }
 
-fn iso(secs: i64) -> String {
-    chrono::DateTime::from_timestamp(secs, 0)
-        .unwrap_or_default()
-        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
-}
-
 /// Writes the window's reports in `downwatch import`'s format; returns how many.
 pub fn write_csv(scenario: &Scenario, window: Window, out: impl Write) -> anyhow::Result<usize> {
     let mut w = csv::Writer::from_writer(out);
@@ -101,7 +96,7 @@ pub fn write_csv(scenario: &Scenario, window: Window, out: impl Write) -> anyhow
             r.problem.as_str(),
             r.country.as_ref().map_or("", |c| c.as_str()),
             r.city.as_ref().map_or("", |c| c.as_str()),
-            &iso(r.at_ms.div_euclid(1000)),
+            &rfc3339(r.at_ms.div_euclid(1000)),
         ])?;
     }
     w.flush()?;
@@ -283,9 +278,9 @@ pub async fn replay_http(
         eprintln!(
             "replay: {} reports from {} to {} (server time {}, speed {}); {} before the server's time skipped",
             due.len() + skipped.len(),
-            iso(window.from),
-            iso(window.to),
-            iso(origin),
+            rfc3339(window.from),
+            rfc3339(window.to),
+            rfc3339(origin),
             opts.speed,
             skipped.len()
         );
@@ -293,7 +288,7 @@ pub async fn replay_http(
     let summary = Arc::new(std::sync::Mutex::new(Summary {
         reports: due.len() + skipped.len(),
         skipped: skipped.len(),
-        server_time: iso(origin),
+        server_time: rfc3339(origin),
         ..Summary::default()
     }));
     let offset: u64 = rand::random::<u64>() & 0x00ff_ffff;
@@ -458,8 +453,8 @@ pub async fn run(args: &Args) -> anyhow::Result<()> {
             let summary = json!({
                 "scenario": scenario.name,
                 "reports": n,
-                "from": iso(window.from),
-                "to": iso(window.to),
+                "from": rfc3339(window.from),
+                "to": rfc3339(window.to),
             });
             if to_stdout {
                 eprintln!("{summary}");

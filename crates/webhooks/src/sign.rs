@@ -16,10 +16,13 @@ pub fn signature(secret: &[u8], body: &[u8]) -> String {
         return String::new();
     };
     mac.update(body);
-    let digest = mac.finalize().into_bytes();
-    let mut out = String::with_capacity(7 + 64);
-    out.push_str("sha256=");
-    for b in digest {
+    format!("sha256={}", hex(&mac.finalize().into_bytes()))
+}
+
+/// Lower-case hex, two digits a byte.
+fn hex(bytes: &[u8]) -> String {
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
         let _ = write!(out, "{b:02x}");
     }
     out
@@ -46,12 +49,7 @@ pub fn verify(secret: &[u8], body: &[u8], header: &str) -> bool {
 
 /// A new random secret for a subscription created without one: 32 bytes, hex.
 pub fn new_secret() -> String {
-    let bytes: [u8; 32] = rand::random();
-    let mut out = String::with_capacity(64);
-    for b in bytes {
-        let _ = write!(out, "{b:02x}");
-    }
-    out
+    hex(&rand::random::<[u8; 32]>())
 }
 
 #[cfg(test)]

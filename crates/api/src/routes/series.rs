@@ -3,7 +3,7 @@
 use crate::problem::ApiError;
 use crate::state::AppState;
 use actix_web::{HttpResponse, web};
-use chrono::{DateTime, SecondsFormat, Utc};
+use chrono::{DateTime, Utc};
 use downwatch_core::{CountryCode, GLOBAL_SCOPE};
 use downwatch_detector::model::ScopeModel;
 use serde::{Deserialize, Serialize};
@@ -104,11 +104,7 @@ pub fn parse_time(field: &str, s: &str) -> Result<DateTime<Utc>, ApiError> {
         })
 }
 
-pub fn rfc3339(secs: i64) -> String {
-    DateTime::from_timestamp(secs, 0)
-        .unwrap_or_default()
-        .to_rfc3339_opts(SecondsFormat::Secs, true)
-}
+pub use downwatch_core::time::rfc3339;
 
 /// A validated range: `[from, to)` aligned to `step`.
 #[derive(Debug, PartialEq, Eq)]

@@ -6,7 +6,7 @@ use crate::body::read_object;
 use crate::problem::ApiError;
 use crate::state::AppState;
 use actix_web::{HttpRequest, HttpResponse, web};
-use chrono::SecondsFormat;
+use downwatch_core::time::rfc3339_ms as time;
 use downwatch_core::{CountryCode, GLOBAL_SCOPE, Slug};
 use downwatch_store::webhooks::{Delivery, EVENTS, NewWebhook, Webhook};
 use serde::Serialize;
@@ -26,12 +26,6 @@ const MIN_SECRET: usize = 16;
 const MAX_SECRET: usize = 200;
 const MAX_DESCRIPTION: usize = 200;
 const MAX_ITEMS: usize = 300;
-
-fn time(ms: i64) -> String {
-    chrono::DateTime::from_timestamp_millis(ms)
-        .unwrap_or_default()
-        .to_rfc3339_opts(SecondsFormat::Millis, true)
-}
 
 #[derive(Serialize)]
 struct Counts {
