@@ -256,9 +256,33 @@ impl Deliverer {
                 let error = (!r.status().is_success()).then(|| format!("answered {}", r.status()));
                 (Some(status), error)
             }
-            Err(e) => (None, Some(describe(&e))),
+            Err(e) => (None, Some(describe_send_error(e, &w.url))),
         }
     }
+}
+
+/// Why a request got no answer, without its URL: a receiver's URL often
+/// carries its credential in the path or query (Slack, Discord), and this
+/// text is stored in `last_error`, shown to admins and logged. The host
+/// may appear (a refused address names it).
+fn describe_send_error(e: reqwest::Error, url: &str) -> String {
+    let mut text = describe(&e.without_url());
+    // Belt and braces: whatever a cause may quote of the URL goes too.
+    if let Ok(u) = Url::parse(url) {
+        let host = u.host_str().unwrap_or_default().to_owned();
+        let secret_parts = [
+            Some(url.to_owned()),
+            Some(u.as_str().to_owned()),
+            (u.path().len() > 1).then(|| u.path().to_owned()),
+            u.query().map(str::to_owned),
+        ];
+        for (i, part) in secret_parts.into_iter().enumerate() {
+            if let Some(part) = part {
+                text = text.replace(&part, if i < 2 { &host } else { "[redacted]" });
+            }
+        }
+    }
+    text
 }
 
 /// An error and its causes on one line ("error sending request: … :
@@ -301,5 +325,24 @@ mod tests {
             [10, 20, 40, 80, 160, 320, 640, 1280, 2560, 3600, 3600]
         );
         assert_eq!(c.backoff_after(1000).as_secs(), 3600);
+    }
+
+    #[tokio::test]
+    async fn a_send_error_is_described_without_the_urls_path_or_query() {
+        // Nothing listens on port 1 of the loopback: refused at once.
+        let url = "http://127.0.0.1:1/services/T0KEN-IN-PATH/hook?token=QUERY-SECRET";
+        let e = reqwest::Client::new()
+            .post(url)
+            .send()
+            .await
+            .expect_err("nothing listens there");
+        assert!(
+            format!("{e}").contains("T0KEN-IN-PATH"),
+            "reqwest quotes the URL"
+        );
+        let text = describe_send_error(e, url);
+        assert!(!text.contains("T0KEN-IN-PATH"), "{text}");
+        assert!(!text.contains("QUERY-SECRET"), "{text}");
+        assert!(text.contains("error sending request"), "{text}");
     }
 }

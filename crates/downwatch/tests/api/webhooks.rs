@@ -20,6 +20,7 @@ both_modes!(
     private_addresses_are_refused_at_creation_and_at_delivery,
     each_event_is_delivered_once_by_two_instances_on_one_database,
     webhook_admin_needs_the_token,
+    a_failed_deliverys_error_does_not_quote_the_url,
 );
 
 /// One request a receiver got.
@@ -606,4 +607,89 @@ async fn webhook_admin_needs_the_token(b: Backing) {
         assert!(problem["detail"].as_str().unwrap().contains("disabled"));
     }
     closed.stop().await;
+}
+
+/// A listener that accepts and never answers, so requests time out.
+async fn silent_receiver() -> (String, tokio::task::JoinHandle<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let task = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((conn, _)) = listener.accept().await {
+            held.push(conn);
+        }
+    });
+    (format!("http://127.0.0.1:{port}"), task)
+}
+
+/// Waits until the subscription's latest delivery has had an attempt.
+async fn first_attempt(app: &TestApp, id: &Value) -> Value {
+    let path = format!("/api/v1/webhooks/{id}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let d = admin_get(app, &path).await;
+        if d["recent_deliveries"][0]["attempts"].as_i64() >= Some(1) {
+            return d;
+        }
+        assert!(Instant::now() < deadline, "no attempt: {d}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn a_failed_deliverys_error_does_not_quote_the_url(b: Backing) {
+    // Slack- and Discord-style URLs carry their credential in the path or
+    // the query; reqwest's errors quote the whole URL.
+    let app = app_with(
+        &b,
+        &[
+            ("DOWNWATCH_WEBHOOK_TIMEOUT_MS", "300"),
+            ("DOWNWATCH_WEBHOOK_BACKOFF_MS", "60000"),
+        ],
+    )
+    .await;
+    let closed = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let (silent, silent_task) = silent_receiver().await;
+    let secret_path = "/services/T0KEN-IN-THE-PATH/B0T";
+    let secret_query = "?token=QUERY-SECRET";
+    let refused = subscribe(
+        &app,
+        json!({"url": format!("http://127.0.0.1:{closed}{secret_path}{secret_query}"),
+               "scopes": ["global"]}),
+    )
+    .await;
+    let timed_out = subscribe(
+        &app,
+        json!({"url": format!("{silent}{secret_path}{secret_query}"), "scopes": ["global"]}),
+    )
+    .await;
+    let (_detector, _) = outage(&app).await;
+    for hook in [&refused, &timed_out] {
+        let detail = first_attempt(&app, &hook["id"]).await;
+        let delivery = &detail["recent_deliveries"][0];
+        assert_eq!(delivery["last_status"], Value::Null, "{detail}");
+        let list = admin_get(&app, "/api/v1/webhooks").await;
+        let listed = list["webhooks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|w| w["id"] == hook["id"])
+            .unwrap()
+            .clone();
+        for error in [
+            &delivery["last_error"],
+            &detail["last_error"],
+            &listed["last_error"],
+        ] {
+            let error = error.as_str().unwrap();
+            assert!(error.contains("error sending request"), "{error}");
+            assert!(!error.contains("T0KEN"), "{error}");
+            assert!(!error.contains("B0T"), "{error}");
+            assert!(!error.contains("QUERY-SECRET"), "{error}");
+        }
+    }
+    silent_task.abort();
+    app.stop().await;
 }
