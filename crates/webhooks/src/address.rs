@@ -8,10 +8,16 @@
 
 use reqwest::Url;
 use reqwest::dns::{Addrs, Name, Resolve, Resolving};
+use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::time::Duration;
 
 /// The longest webhook URL accepted.
 pub const MAX_URL_LEN: usize = 2000;
+
+/// How long a name may take to resolve: an admin's request (and a
+/// delivery) must not hang on a DNS server that never answers.
+pub const LOOKUP_TIMEOUT: Duration = Duration::from_secs(5);
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum UrlError {
@@ -21,9 +27,11 @@ pub enum UrlError {
     Credentials,
     #[error("the host {0} does not resolve")]
     Unresolved(String),
+    #[error("the host {host} did not resolve within {secs} s")]
+    LookupTimeout { host: String, secs: u64 },
     #[error(
-        "{host} resolves to {addr}, a private, loopback or link-local address; webhooks go \
-         to public addresses unless DOWNWATCH_WEBHOOK_ALLOW_PRIVATE is set"
+        "{host} resolves to {addr}, a private, loopback, link-local or otherwise non-public \
+         address; webhooks go to public addresses unless DOWNWATCH_WEBHOOK_ALLOW_PRIVATE is set"
     )]
     Private { host: String, addr: IpAddr },
 }
@@ -44,26 +52,42 @@ fn public_v4(a: Ipv4Addr) -> bool {
 }
 
 /// Whether `ip` is a public unicast address, one a webhook may be sent to
-/// without `DOWNWATCH_WEBHOOK_ALLOW_PRIVATE`. IPv6 addresses that embed an
-/// IPv4 one (mapped, NAT64) are judged by it.
+/// without `DOWNWATCH_WEBHOOK_ALLOW_PRIVATE`.
+///
+/// IPv6 addresses that embed an IPv4 one at a fixed place (mapped,
+/// translated, the well-known NAT64 prefix) are judged by that IPv4
+/// address. The transition prefixes whose IPv4 address cannot be judged
+/// so are refused outright: the local-use NAT64 prefix `64:ff9b:1::/48`
+/// (RFC 8215: each network places the IPv4 address as its prefix length
+/// says, and its translator reaches its own IPv4 network), 6to4
+/// `2002::/16` (deprecated by RFC 7526; a relay forwards to whatever IPv4
+/// host the address embeds, 10.0.0.1 as readily as any) and Teredo
+/// `2001::/32` (the client's address is obfuscated and reached through a
+/// relay). No webhook receiver needs them.
 pub fn is_public(ip: IpAddr) -> bool {
     match ip {
         IpAddr::V4(a) => public_v4(a),
         IpAddr::V6(a) => {
-            if let Some(v4) = a.to_ipv4_mapped() {
-                return public_v4(v4);
-            }
             let s = a.segments();
-            if s[..6] == [0x64, 0xff9b, 0, 0, 0, 0] {
-                let [_, _, _, _, _, _, hi, lo] = s;
-                return public_v4(Ipv4Addr::from((u32::from(hi) << 16) | u32::from(lo)));
+            let low_v4 = || Ipv4Addr::from((u32::from(s[6]) << 16) | u32::from(s[7]));
+            if a.to_ipv4_mapped().is_some() // ::ffff:a.b.c.d
+                || s[..6] == [0, 0, 0, 0, 0xffff, 0] // translated, ::ffff:0:a.b.c.d
+                || s[..6] == [0x64, 0xff9b, 0, 0, 0, 0]
+            // well-known NAT64, 64:ff9b::a.b.c.d
+            {
+                return public_v4(low_v4());
             }
             !(s[..6] == [0; 6] // ::, ::1 and the deprecated IPv4-compatible form
                 || a.is_multicast()
                 || a.is_unique_local()
                 || a.is_unicast_link_local()
                 || (s[0] & 0xffc0) == 0xfec0 // deprecated site-local
+                || (s[0] == 0x64 && s[1] == 0xff9b && s[2] == 1) // local-use NAT64, 64:ff9b:1::/48
+                || s[0] == 0x2002 // 6to4, 2002::/16
+                || (s[0] == 0x2001 && s[1] == 0) // Teredo, 2001::/32
+                || (s[0] == 0x2001 && s[1] == 2 && s[2] == 0) // benchmarking, 2001:2::/48
                 || (s[0] == 0x2001 && s[1] == 0x0db8) // documentation
+                || s[..4] == [0x100, 0, 0, 0] // discard-only, 100::/64
                 || a == Ipv6Addr::LOCALHOST)
         }
     }
@@ -109,11 +133,26 @@ async fn resolve(url: &Url, port: u16) -> Result<Vec<SocketAddr>, UrlError> {
     match url.host() {
         Some(url::Host::Ipv4(a)) => Ok(vec![SocketAddr::new(IpAddr::V4(a), port)]),
         Some(url::Host::Ipv6(a)) => Ok(vec![SocketAddr::new(IpAddr::V6(a), port)]),
-        Some(url::Host::Domain(d)) => tokio::net::lookup_host((d, port))
+        Some(url::Host::Domain(d)) => within(d, LOOKUP_TIMEOUT, tokio::net::lookup_host((d, port)))
             .await
-            .map(Iterator::collect)
-            .map_err(|_| UrlError::Unresolved(d.to_owned())),
+            .map(Iterator::collect),
         None => Err(UrlError::Malformed),
+    }
+}
+
+/// A lookup of `host`, given up after `limit`.
+async fn within<T>(
+    host: &str,
+    limit: Duration,
+    lookup: impl Future<Output = std::io::Result<T>>,
+) -> Result<T, UrlError> {
+    match tokio::time::timeout(limit, lookup).await {
+        Ok(Ok(found)) => Ok(found),
+        Ok(Err(_)) => Err(UrlError::Unresolved(host.to_owned())),
+        Err(_) => Err(UrlError::LookupTimeout {
+            host: host.to_owned(),
+            secs: limit.as_secs(),
+        }),
     }
 }
 
@@ -147,8 +186,13 @@ impl Resolve for GuardedResolver {
         Box::pin(async move {
             let host = name.as_str().to_owned();
             // The port is replaced by the URL's when the client connects.
-            let addrs: Vec<SocketAddr> =
-                tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
+            let addrs: Vec<SocketAddr> = within(
+                &host,
+                LOOKUP_TIMEOUT,
+                tokio::net::lookup_host((host.as_str(), 0)),
+            )
+            .await?
+            .collect();
             check_addrs(&host, &addrs, allow_private)?;
             let addrs: Addrs = Box::new(addrs.into_iter());
             Ok(addrs)
@@ -186,6 +230,15 @@ mod tests {
             "::ffff:10.0.0.1",
             "64:ff9b::a9fe:a9fe",
             "2001:db8::1",
+            "::ffff:0:7f00:1",
+            // Local-use NAT64, 6to4 and Teredo are refused whatever they embed.
+            "64:ff9b:1::a00:1",
+            "64:ff9b:1:ffff::808:808",
+            "2002:a00:1::1",
+            "2002:808:808::1",
+            "2001:0:4136:e378:8000:63bf:3fff:fdd2",
+            "2001:2::1",
+            "100::1",
         ] {
             assert!(!is_public(a.parse().unwrap()), "{a}");
         }
@@ -196,7 +249,11 @@ mod tests {
             "100.128.0.1",
             "2a00:1450:4007:80e::200e",
             "::ffff:8.8.8.8",
+            "::ffff:0:808:808",
             "64:ff9b::808:808",
+            "64:ff9b:2::1",
+            "2001:4860:4860::8888",
+            "2003::1",
         ] {
             assert!(is_public(a.parse().unwrap()), "{a}");
         }
@@ -245,5 +302,29 @@ mod tests {
         let loopback = Url::parse("http://127.0.0.1/").unwrap();
         assert!(check_literal(&loopback, false).is_err());
         assert!(check_literal(&loopback, true).is_ok());
+        let teredo = Url::parse("http://[2001:0:4136:e378:8000:63bf:3fff:fdd2]/").unwrap();
+        assert!(check_literal(&teredo, false).is_err());
+    }
+
+    #[tokio::test]
+    async fn a_lookup_that_never_answers_is_given_up_naming_the_host() {
+        let slow = std::future::pending::<std::io::Result<Vec<SocketAddr>>>();
+        let e = within("dns.example", Duration::from_millis(20), slow)
+            .await
+            .unwrap_err();
+        assert!(matches!(e, UrlError::LookupTimeout { ref host, .. } if host == "dns.example"));
+        let failed = async { Err::<(), _>(std::io::Error::other("NXDOMAIN")) };
+        assert_eq!(
+            within("nx.example", LOOKUP_TIMEOUT, failed).await,
+            Err(UrlError::Unresolved("nx.example".to_owned()))
+        );
+        assert_eq!(
+            UrlError::LookupTimeout {
+                host: "dns.example".to_owned(),
+                secs: LOOKUP_TIMEOUT.as_secs()
+            }
+            .to_string(),
+            "the host dns.example did not resolve within 5 s"
+        );
     }
 }
