@@ -80,6 +80,7 @@ Admin endpoints take `Authorization: Bearer <token>` (the `DOWNWATCH_ADMIN_TOKEN
         crate::routes::webhooks::create,
         crate::routes::webhooks::list,
         crate::routes::webhooks::one,
+        crate::routes::webhooks::update,
         crate::routes::webhooks::remove,
     ),
     components(

@@ -143,7 +143,14 @@ pub async fn stale_if_error(
             let (head, body) = res.into_parts();
             match body.try_into_bytes() {
                 Ok(bytes) => {
-                    if bytes.len() <= MAX_BODY {
+                    // An answer its handler marked no-store (admin views)
+                    // is not kept in memory either.
+                    let no_store = head
+                        .headers()
+                        .get(header::CACHE_CONTROL)
+                        .and_then(|v| v.to_str().ok())
+                        .is_some_and(|v| v.contains("no-store"));
+                    if bytes.len() <= MAX_BODY && !no_store {
                         cache.put(key(&req), bytes.clone(), kept_headers(head.headers()));
                     }
                     Ok(ServiceResponse::new(

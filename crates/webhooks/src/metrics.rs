@@ -15,6 +15,10 @@ pub struct OutcomeLabels {
 pub struct WebhookMetrics {
     pub attempts: Family<OutcomeLabels, Counter>,
     pub worker_failures: Counter,
+    /// Subscriptions disabled after deliveries given up in a row.
+    pub disabled: Counter,
+    /// Deliveries given up, without another attempt, for being pending too long.
+    pub expired: Counter,
 }
 
 impl WebhookMetrics {
@@ -34,6 +38,16 @@ impl WebhookMetrics {
             "webhook_worker_failures",
             "Webhook delivery rounds that failed on the database (retried next round)",
             self.worker_failures.clone(),
+        );
+        registry.register(
+            "webhooks_disabled",
+            "Webhook subscriptions disabled after deliveries given up in a row",
+            self.disabled.clone(),
+        );
+        registry.register(
+            "webhook_deliveries_expired",
+            "Webhook deliveries given up without another attempt for being pending too long",
+            self.expired.clone(),
         );
     }
 }

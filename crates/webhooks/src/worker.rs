@@ -10,12 +10,20 @@
 //! A process that dies after a receiver answered but before the attempt is
 //! recorded leaves the delivery pending, and it is sent again when the lease
 //! runs out: at least once, with the same `X-Downwatch-Delivery` id, which
-//! receivers can use to drop a repeat.
+//! receivers can use to drop a repeat. A worker that was too slow and lost
+//! its lease to another cannot record anything more (the store fences its
+//! writes by the lease's owner): it stops that subscription at once.
+//!
+//! A receiver that is gone for good does not grow the outbox forever:
+//! after [`DeliveryConfig::disable_after`] deliveries in a row are given
+//! up, its subscription is disabled (no events are enqueued for it) until
+//! an admin enables it again, and pending deliveries older than
+//! [`DeliveryConfig::ttl`] are given up without another attempt.
 
 use crate::address::{GuardedResolver, check_literal};
 use crate::metrics::WebhookMetrics;
 use crate::sign::{HEADER, signature};
-use downwatch_store::webhooks::{Attempt, AttemptOutcome, ClaimedWebhook, Delivery};
+use downwatch_store::webhooks::{Attempt, AttemptOutcome, ClaimedWebhook, Delivery, Recorded};
 use downwatch_store::{Storage, StoreError};
 use reqwest::Url;
 use std::sync::Arc;
@@ -38,6 +46,14 @@ pub struct DeliveryConfig {
     pub batch: i64,
     /// Delivered and given-up rows are deleted after this.
     pub keep: Duration,
+    /// A pending delivery this old is given up without another attempt:
+    /// an incident event a day late is news to nobody.
+    pub ttl: Duration,
+    /// Deliveries given up in a row (none delivered between) that disable
+    /// the subscription. With the default attempts and back-off each
+    /// give-up is about 85 minutes of failures, so three are over four
+    /// hours of a receiver that never answered 2xx: gone, not flaky.
+    pub disable_after: u32,
     /// This instance's name in the leases.
     pub instance: String,
 }
@@ -53,6 +69,8 @@ impl Default for DeliveryConfig {
             poll: Duration::from_secs(1),
             batch: 50,
             keep: Duration::from_secs(30 * 86_400),
+            ttl: Duration::from_secs(86_400),
+            disable_after: 3,
             instance: format!(
                 "{}-{}",
                 std::process::id(),
@@ -77,9 +95,9 @@ impl DeliveryConfig {
     }
 }
 
-fn now_ms() -> i64 {
-    chrono::Utc::now().timestamp_millis()
-}
+/// How often the outbox is tidied (expired deliveries given up, old ones
+/// deleted): the TTL is a day, so minutes late is on time.
+const TIDY_EVERY: Duration = Duration::from_secs(300);
 
 fn millis(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
@@ -117,26 +135,53 @@ impl Deliverer {
         })
     }
 
-    /// Delivers what is due every `poll` until the task is aborted.
+    /// Delivers what is due every `poll` until the task is aborted. The
+    /// outbox is tidied first (so a server that was down for a day does not
+    /// start by sending day-old events) and then every few minutes.
     pub async fn run(self) {
         let mut tick = tokio::time::interval(self.config.poll);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut last_prune = Instant::now();
+        let mut next_tidy = Instant::now();
         loop {
             tick.tick().await;
+            if Instant::now() >= next_tidy {
+                next_tidy = Instant::now() + TIDY_EVERY;
+                self.tidy().await;
+            }
             if let Err(e) = self.run_once().await {
                 self.metrics.worker_failures.inc();
                 tracing::warn!(error = ?e, "webhook delivery round failed; retrying");
             }
-            if last_prune.elapsed() >= Duration::from_secs(3600) {
-                last_prune = Instant::now();
-                let before = now_ms() - millis(self.config.keep);
-                match self.storage.prune_deliveries(before).await {
-                    Ok(n) if n > 0 => tracing::info!(deleted = n, "old webhook deliveries pruned"),
-                    Ok(_) => {}
-                    Err(e) => tracing::warn!(error = ?e, "pruning webhook deliveries failed"),
-                }
+        }
+    }
+
+    /// Gives up the deliveries pending for longer than the TTL, and deletes
+    /// the finished ones older than `keep`.
+    pub async fn tidy(&self) {
+        let why = format!(
+            "not delivered within {} h; given up",
+            self.config.ttl.as_secs() / 3600
+        );
+        match self
+            .storage
+            .expire_deliveries(millis(self.config.ttl), &why)
+            .await
+        {
+            Ok(0) => {}
+            Ok(n) => {
+                self.metrics.expired.inc_by(n);
+                tracing::warn!(given_up = n, "webhook deliveries pending too long given up");
             }
+            Err(e) => tracing::warn!(error = ?e, "expiring webhook deliveries failed"),
+        }
+        match self
+            .storage
+            .prune_deliveries(millis(self.config.keep))
+            .await
+        {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(deleted = n, "old webhook deliveries pruned"),
+            Err(e) => tracing::warn!(error = ?e, "pruning webhook deliveries failed"),
         }
     }
 
@@ -149,7 +194,7 @@ impl Deliverer {
             let lease = self.config.lease();
             let Some(w) = self
                 .storage
-                .claim_webhook(&self.config.instance, now_ms(), millis(lease))
+                .claim_webhook(&self.config.instance, millis(lease))
                 .await?
             else {
                 break;
@@ -166,7 +211,8 @@ impl Deliverer {
     }
 
     /// Sends a claimed subscription's pending deliveries in order until one
-    /// fails or the lease could run out.
+    /// fails, the lease could run out, it is lost, or the subscription is
+    /// disabled.
     async fn drain(&self, w: &ClaimedWebhook, lease_end: Instant) -> Result<usize, StoreError> {
         let pending = self
             .storage
@@ -180,27 +226,48 @@ impl Deliverer {
             let (status, error) = self.send(w, &d).await;
             attempts += 1;
             let n = u32::try_from(d.attempts + 1).unwrap_or(u32::MAX);
-            let at = now_ms();
             let outcome = if status.is_some_and(|s| (200..300).contains(&s)) {
                 AttemptOutcome::Delivered
             } else if n >= self.config.max_attempts {
                 AttemptOutcome::GaveUp
             } else {
-                AttemptOutcome::RetryAt(at + millis(self.config.backoff_after(n)))
+                AttemptOutcome::RetryAfter(millis(self.config.backoff_after(n)))
             };
-            self.storage
-                .record_attempt(&Attempt {
-                    delivery_id: d.id,
-                    webhook_id: w.id,
-                    at,
-                    status,
-                    error: error.clone(),
-                    outcome,
-                })
+            let recorded = self
+                .storage
+                .record_attempt(
+                    &self.config.instance,
+                    &Attempt {
+                        delivery_id: d.id,
+                        webhook_id: w.id,
+                        status,
+                        error: error.clone(),
+                        outcome,
+                        disable_after: i64::from(self.config.disable_after),
+                        disable_reason: format!(
+                            "{} deliveries in a row were given up; the last one: {}",
+                            self.config.disable_after,
+                            error.as_deref().unwrap_or("no answer")
+                        ),
+                    },
+                )
                 .await?;
+            let disabled = match recorded {
+                Recorded::Written { disabled } => disabled,
+                Recorded::Fenced => {
+                    // Another worker holds this subscription now (this one
+                    // was too slow), or it was deleted: what it writes stands.
+                    tracing::info!(
+                        webhook = w.id,
+                        delivery = d.id,
+                        "webhook lease lost; leaving the subscription to its new holder"
+                    );
+                    break;
+                }
+            };
             let label = match outcome {
                 AttemptOutcome::Delivered => "delivered",
-                AttemptOutcome::RetryAt(_) => "retried",
+                AttemptOutcome::RetryAfter(_) => "retried",
                 AttemptOutcome::GaveUp => "given_up",
             };
             self.metrics.attempt(label);
@@ -214,7 +281,7 @@ impl Deliverer {
                     error,
                     "webhook delivery given up"
                 ),
-                AttemptOutcome::RetryAt(_) => {
+                AttemptOutcome::RetryAfter(_) => {
                     tracing::info!(
                         webhook = w.id,
                         delivery = d.id,
@@ -225,6 +292,16 @@ impl Deliverer {
                     );
                     break;
                 }
+            }
+            if disabled {
+                self.metrics.disabled.inc();
+                tracing::warn!(
+                    webhook = w.id,
+                    given_up_in_a_row = self.config.disable_after,
+                    "webhook subscription disabled: its deliveries keep being given up; \
+                     enable it again with PATCH /api/v1/webhooks/{{id}}"
+                );
+                break;
             }
         }
         Ok(attempts)

@@ -1,23 +1,35 @@
 //! Webhook subscriptions (admin): create, list, read with recent
-//! deliveries, delete. Deliveries themselves are sent by the worker of
-//! `downwatch-webhooks`; see docs/architecture.md.
+//! deliveries, enable or disable, delete. Deliveries themselves are sent by
+//! the worker of `downwatch-webhooks`; see docs/architecture.md.
 
 use crate::body::read_object;
 use crate::problem::ApiError;
 use crate::state::AppState;
+use actix_web::http::header;
+use actix_web::middleware::DefaultHeaders;
 use actix_web::{HttpRequest, HttpResponse, web};
 use downwatch_core::time::rfc3339_ms as time;
 use downwatch_core::{CountryCode, GLOBAL_SCOPE, Slug};
-use downwatch_store::webhooks::{Delivery, EVENTS, NewWebhook, Webhook};
+use downwatch_store::webhooks::{Delivery, EVENTS, MAX_WEBHOOKS, NewWebhook, Webhook};
 use serde::Serialize;
 
 pub fn config(cfg: &mut web::ServiceConfig) {
-    cfg.service(web::resource("/api/v1/webhooks").get(list).post(create))
-        .service(
-            web::resource("/api/v1/webhooks/{id}")
-                .get(one)
-                .delete(remove),
-        );
+    // Every answer here is for one admin's eyes (a secret once, URLs that
+    // may carry credentials): no cache, shared or private, may keep it.
+    let no_store = || DefaultHeaders::new().add((header::CACHE_CONTROL, "no-store"));
+    cfg.service(
+        web::resource("/api/v1/webhooks")
+            .wrap(no_store())
+            .get(list)
+            .post(create),
+    )
+    .service(
+        web::resource("/api/v1/webhooks/{id}")
+            .wrap(no_store())
+            .get(one)
+            .patch(update)
+            .delete(remove),
+    );
 }
 
 /// Deliveries shown with one subscription.
@@ -43,6 +55,9 @@ struct WebhookView<'a> {
     events: Option<&'a [String]>,
     description: Option<&'a str>,
     created_at: String,
+    state: &'static str,
+    disabled_at: Option<String>,
+    disabled_reason: Option<&'a str>,
     deliveries: Counts,
     last_attempt_at: Option<String>,
     last_status: Option<i64>,
@@ -64,6 +79,13 @@ fn view(w: &Webhook) -> WebhookView<'_> {
         events: w.events.as_deref(),
         description: w.description.as_deref(),
         created_at: time(w.created_at),
+        state: if w.disabled_at.is_some() {
+            "disabled"
+        } else {
+            "active"
+        },
+        disabled_at: w.disabled_at.map(time),
+        disabled_reason: w.disabled_reason.as_deref(),
         deliveries: Counts {
             pending: w.pending,
             delivered: w.delivered,
@@ -120,14 +142,10 @@ fn parse_id(id: &str) -> Result<i64, ApiError> {
 }
 
 /// A list member: absent or `null` means "all"; an empty list is refused
-/// (it would receive nothing).
-fn checked_list(
-    f: &mut crate::body::Fields,
-    name: &str,
-    items: Option<Vec<String>>,
-    check: impl Fn(&str) -> Result<String, String>,
-) -> Option<Vec<String>> {
-    let items = items?;
+/// (it would receive nothing), and so is a long one, before any of its
+/// entries is looked at.
+fn bounded_list(f: &mut crate::body::Fields, name: &str) -> Option<Vec<String>> {
+    let items = f.string_list(name)?;
     if items.is_empty() {
         f.error(name, "must not be empty; leave it out (or null) for all");
         return None;
@@ -136,6 +154,17 @@ fn checked_list(
         f.error(name, format!("at most {MAX_ITEMS} entries"));
         return None;
     }
+    Some(items)
+}
+
+/// A bounded list's entries, each checked (and normalised), without repeats.
+fn checked_list(
+    f: &mut crate::body::Fields,
+    name: &str,
+    items: Option<Vec<String>>,
+    check: impl Fn(&str) -> Result<String, String>,
+) -> Option<Vec<String>> {
+    let items = items?;
     let mut out: Vec<String> = Vec::with_capacity(items.len());
     for item in &items {
         match check(item) {
@@ -164,8 +193,11 @@ fn checked_list(
                    and scopes are POSTed to `url` as JSON, signed with \
                    `X-Downwatch-Signature: sha256=<hex HMAC-SHA256 of the body with the secret>`, \
                    and retried with exponential back-off until a 2xx answer. The URL must resolve \
-                   to public addresses only (checked now and at every delivery) unless the server \
-                   sets `DOWNWATCH_WEBHOOK_ALLOW_PRIVATE`. The secret is shown in this answer only.",
+                   to public addresses only (checked now, with at most 5 s for its name to \
+                   resolve, and at every delivery) unless the server sets \
+                   `DOWNWATCH_WEBHOOK_ALLOW_PRIVATE`. The secret is shown in this answer only \
+                   (sent with `Cache-Control: no-store`, as every webhook answer is). A server \
+                   keeps at most 100 subscriptions (409 beyond).",
     request_body(content = WebhookCreate, content_type = "application/json"),
     security(("admin_token" = [])),
     responses(
@@ -175,6 +207,7 @@ fn checked_list(
         (status = 401, response = crate::openapi::Unauthorized),
         (status = 403, response = crate::openapi::Forbidden),
         (status = 413, response = crate::openapi::PayloadTooLarge),
+        (status = 409, response = crate::openapi::Conflict),
         (status = 415, response = crate::openapi::UnsupportedMediaType),
         (status = 422, response = crate::openapi::ValidationFailed),
         (status = 503, response = crate::openapi::Unavailable),
@@ -210,7 +243,7 @@ async fn create(
             format!("{MIN_SECRET} to {MAX_SECRET} characters without control characters"),
         );
     }
-    let services = f.string_list("services");
+    let services = bounded_list(&mut f, "services");
     let mut unknown = Vec::new();
     for slug in services.iter().flatten() {
         if Slug::parse(slug).is_ok() && state.catalogue.get(slug).await?.is_none() {
@@ -224,7 +257,7 @@ async fn create(
         }
         Ok(slug.as_str().to_owned())
     });
-    let scopes = f.string_list("scopes");
+    let scopes = bounded_list(&mut f, "scopes");
     let scopes = checked_list(&mut f, "scopes", scopes, |s| {
         if s == GLOBAL_SCOPE {
             return Ok(s.to_owned());
@@ -233,7 +266,7 @@ async fn create(
             .map(|c| c.as_str().to_owned())
             .map_err(|e| format!("\"global\" or a country code: {e}"))
     });
-    let events = f.string_list("events");
+    let events = bounded_list(&mut f, "events");
     let events = checked_list(&mut f, "events", events, |s| {
         if EVENTS.contains(&s) {
             Ok(s.to_owned())
@@ -262,17 +295,24 @@ async fn create(
         .create_webhook(
             &NewWebhook {
                 url,
-                secret,
+                secret: secret.clone(),
                 services,
                 scopes,
                 events,
                 description: description.filter(|d| !d.is_empty()),
             },
             chrono::Utc::now().timestamp_millis(),
+            MAX_WEBHOOKS,
         )
-        .await?;
+        .await?
+        .ok_or_else(|| {
+            ApiError::Conflict(format!(
+                "this server already has {MAX_WEBHOOKS} webhook subscriptions, the most it \
+                 keeps; delete one first"
+            ))
+        })?;
     let mut v = view(&created);
-    v.secret = Some(&created.secret);
+    v.secret = Some(&secret);
     Ok(HttpResponse::Created()
         .insert_header(("Location", format!("/api/v1/webhooks/{}", created.id)))
         .json(v))
@@ -340,6 +380,67 @@ async fn one(
     let mut v = view(&w);
     v.recent_deliveries = Some(deliveries.iter().map(delivery_view).collect());
     Ok(HttpResponse::Ok().json(v))
+}
+
+/// `PATCH /api/v1/webhooks/{id}` (admin): enable or disable a subscription.
+#[utoipa::path(
+    patch,
+    path = "/api/v1/webhooks/{id}",
+    tag = "webhooks",
+    operation_id = "updateWebhook",
+    summary = "Enable or disable a webhook subscription (admin)",
+    description = "`{\"state\": \"active\"}` enables a subscription the server disabled \
+                   (after 3 deliveries in a row were given up) or an admin did: events are \
+                   enqueued for it again and its pending deliveries are sent. \
+                   `{\"state\": \"disabled\"}` stops it by hand: no events are enqueued for it, \
+                   and what is pending waits (pending deliveries are given up after 24 hours).",
+    params(("id" = i64, Path, minimum = 1, description = "The subscription's id")),
+    request_body(content = WebhookUpdate, content_type = "application/json"),
+    security(("admin_token" = [])),
+    responses(
+        (status = 200, description = "The subscription", body = WebhookSubscription),
+        (status = 400, response = crate::openapi::BadRequest),
+        (status = 401, response = crate::openapi::Unauthorized),
+        (status = 403, response = crate::openapi::Forbidden),
+        (status = 404, response = crate::openapi::NotFound),
+        (status = 413, response = crate::openapi::PayloadTooLarge),
+        (status = 415, response = crate::openapi::UnsupportedMediaType),
+        (status = 422, response = crate::openapi::ValidationFailed),
+        (status = 503, response = crate::openapi::Unavailable),
+        (status = 500, response = crate::openapi::InternalError),
+    ),
+)]
+async fn update(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    id: web::Path<String>,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    state.admin.check(&req)?;
+    let id = parse_id(&id)?;
+    let mut f = read_object(&req, payload).await?;
+    let wanted = f.required_string("state");
+    if let Some(s) = &wanted
+        && !matches!(s.as_str(), "active" | "disabled")
+    {
+        f.error("state", "must be \"active\" or \"disabled\"");
+    }
+    f.finish()?;
+    let found = match wanted.as_deref() {
+        Some("active") => state.storage.enable_webhook(id).await?,
+        _ => {
+            state
+                .storage
+                .disable_webhook(id, "disabled by an admin")
+                .await?
+        }
+    };
+    let w = match found {
+        true => state.storage.webhook(id).await?,
+        false => None,
+    }
+    .ok_or_else(|| ApiError::NotFound(format!("no webhook {id}")))?;
+    Ok(HttpResponse::Ok().json(view(&w)))
 }
 
 /// `DELETE /api/v1/webhooks/{id}` (admin).
@@ -421,6 +522,25 @@ pub enum WebhookEvent {
     Reopened,
 }
 
+/// Whether a subscription receives events.
+#[derive(utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+#[allow(dead_code)]
+pub enum WebhookState {
+    Active,
+    Disabled,
+}
+
+/// A change to a subscription.
+#[derive(utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({"state": "active"}))]
+#[allow(dead_code)]
+pub struct WebhookUpdate {
+    /// `active` to enable it (again), `disabled` to stop it.
+    pub state: WebhookState,
+}
+
 /// Deliveries of a subscription by state.
 #[derive(utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -461,6 +581,16 @@ macro_rules! subscription_schema {
             pub description: Option<String>,
             #[schema(format = DateTime)]
             pub created_at: String,
+            /// `disabled`: nothing is enqueued or sent for it (see
+            /// `disabled_reason`) until it is made `active` again with `PATCH`.
+            pub state: WebhookState,
+            /// When it was disabled.
+            #[schema(required = true, format = DateTime)]
+            pub disabled_at: Option<String>,
+            /// Why: deliveries given up in a row (with the last error), or
+            /// an admin.
+            #[schema(required = true)]
+            pub disabled_reason: Option<String>,
             pub deliveries: DeliveryCounts,
             /// The latest attempt of any delivery.
             #[schema(required = true, format = DateTime)]

@@ -47,6 +47,7 @@ const ROUTES: &[(&str, &str)] = &[
     ("post", "/api/v1/webhooks"),
     ("get", "/api/v1/webhooks"),
     ("get", "/api/v1/webhooks/{id}"),
+    ("patch", "/api/v1/webhooks/{id}"),
     ("delete", "/api/v1/webhooks/{id}"),
 ];
 
@@ -68,6 +69,7 @@ const ADMIN: &[(&str, &str)] = &[
     ("post", "/api/v1/webhooks"),
     ("get", "/api/v1/webhooks"),
     ("get", "/api/v1/webhooks/{id}"),
+    ("patch", "/api/v1/webhooks/{id}"),
     ("delete", "/api/v1/webhooks/{id}"),
 ];
 
@@ -1012,6 +1014,20 @@ async fn real_answers_match_their_documented_schemas(b: Backing) {
         .unwrap();
     let one = conforms(&doc, "get", "/api/v1/webhooks/{id}", r).await;
     assert_eq!(one["recent_deliveries"], json!([]));
+    assert_eq!(one["state"], "active");
+    let r = admin(Method::PATCH, "/api/v1/webhooks/1")
+        .json(&json!({"state": "disabled"}))
+        .send()
+        .await
+        .unwrap();
+    let disabled = conforms(&doc, "patch", "/api/v1/webhooks/{id}", r).await;
+    assert_eq!(disabled["state"], "disabled");
+    let r = admin(Method::PATCH, "/api/v1/webhooks/1")
+        .json(&json!({"state": "sleeping"}))
+        .send()
+        .await
+        .unwrap();
+    conforms(&doc, "patch", "/api/v1/webhooks/{id}", r).await;
     let r = admin(Method::DELETE, "/api/v1/webhooks/1")
         .send()
         .await

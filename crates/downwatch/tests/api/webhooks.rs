@@ -5,8 +5,9 @@
 
 use crate::both_modes;
 use crate::detector::{burst, catalogue, incidents, live, now, stepped};
-use crate::helpers::{ADMIN_TOKEN, Backing, TestApp, assert_problem, spawn_app_with};
+use crate::helpers::{ADMIN_TOKEN, Backing, Mode, TestApp, assert_problem, spawn_app_with};
 use actix_web::{HttpRequest, HttpResponse, web};
+use downwatch_store::webhooks::{Attempt, AttemptOutcome, NewWebhook, Recorded};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -21,6 +22,11 @@ both_modes!(
     each_event_is_delivered_once_by_two_instances_on_one_database,
     webhook_admin_needs_the_token,
     a_failed_deliverys_error_does_not_quote_the_url,
+    webhook_answers_are_marked_no_store,
+    a_worker_whose_lease_was_taken_over_cannot_undo_the_new_holders_write,
+    a_subscription_whose_deliveries_keep_being_given_up_is_disabled_until_enabled,
+    deliveries_pending_for_over_a_day_are_given_up_as_the_server_starts,
+    a_server_keeps_at_most_a_hundred_subscriptions,
 );
 
 /// One request a receiver got.
@@ -691,5 +697,396 @@ async fn a_failed_deliverys_error_does_not_quote_the_url(b: Backing) {
         }
     }
     silent_task.abort();
+    app.stop().await;
+}
+
+fn no_store(r: &reqwest::Response) -> bool {
+    r.headers()
+        .get("cache-control")
+        .is_some_and(|v| v.to_str().unwrap() == "no-store")
+}
+
+async fn webhook_answers_are_marked_no_store(b: Backing) {
+    let app = app_with(&b, &[]).await;
+    let admin = |m: reqwest::Method, path: &str| {
+        app.client
+            .request(m, app.url(path))
+            .bearer_auth(ADMIN_TOKEN)
+    };
+    // The creation, which shows the secret once.
+    let created = admin(reqwest::Method::POST, "/api/v1/webhooks")
+        .json(&json!({"url": "http://127.0.0.1:9/hook", "secret": "0123456789abcdef-secret"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status().as_u16(), 201);
+    assert!(no_store(&created), "{:?}", created.headers());
+    let body: Value = created.json().await.unwrap();
+    assert_eq!(body["secret"], "0123456789abcdef-secret");
+    let path = format!("/api/v1/webhooks/{}", body["id"]);
+    // Every other answer too, errors included; none shows the secret.
+    for (m, p, status) in [
+        (reqwest::Method::GET, "/api/v1/webhooks".to_owned(), 200),
+        (reqwest::Method::GET, path.clone(), 200),
+        (reqwest::Method::GET, "/api/v1/webhooks/999".to_owned(), 404),
+    ] {
+        let r = admin(m, &p).send().await.unwrap();
+        assert_eq!(r.status().as_u16(), status, "{p}");
+        assert!(no_store(&r), "{p}: {:?}", r.headers());
+        assert!(!r.text().await.unwrap().contains("0123456789abcdef-secret"));
+    }
+    let patched = admin(reqwest::Method::PATCH, &path)
+        .json(&json!({"state": "disabled"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(patched.status().as_u16(), 200);
+    assert!(no_store(&patched));
+    let deleted = admin(reqwest::Method::DELETE, &path).send().await.unwrap();
+    assert_eq!(deleted.status().as_u16(), 204);
+    assert!(no_store(&deleted));
+    let anonymous = app.get("/api/v1/webhooks").await;
+    assert_eq!(anonymous.status().as_u16(), 401);
+    assert!(no_store(&anonymous));
+    app.stop().await;
+}
+
+/// Runs `sql` with `{now_ms}` replaced by the current epoch milliseconds.
+async fn plant(b: &Backing, sql: &str) {
+    let now = chrono::Utc::now().timestamp_millis();
+    b.execute(&sql.replace("{now_ms}", &now.to_string())).await;
+}
+
+async fn delivery_state(b: &Backing, id: i64) -> (String, i64) {
+    let cast = if b.mode == Mode::Production {
+        "::BIGINT"
+    } else {
+        ""
+    };
+    let sql = format!(
+        "SELECT (CASE state WHEN 'pending' THEN 0 WHEN 'delivered' THEN 1 ELSE 2 END){cast}
+         FROM webhook_deliveries WHERE id = {id}"
+    );
+    let state = b.scalar_i64(&sql).await;
+    let attempts = b
+        .scalar_i64(&format!(
+            "SELECT attempts FROM webhook_deliveries WHERE id = {id}"
+        ))
+        .await;
+    let name = ["pending", "delivered", "failed"][state as usize].to_owned();
+    (name, attempts)
+}
+
+async fn a_worker_whose_lease_was_taken_over_cannot_undo_the_new_holders_write(b: Backing) {
+    // The store alone: no server, so no delivery worker but the two here.
+    let storage = downwatch::startup::connect_storage(&b.settings(&[]))
+        .await
+        .unwrap();
+    let hook = storage
+        .create_webhook(
+            &NewWebhook {
+                url: "http://127.0.0.1:9/hook".to_owned(),
+                secret: "0123456789abcdef".to_owned(),
+                services: None,
+                scopes: None,
+                events: None,
+                description: None,
+            },
+            0,
+            100,
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    plant(
+        &b,
+        &format!(
+            "INSERT INTO webhook_deliveries (webhook_id, event, event_key, incident_id, payload,
+             created_at) VALUES ({}, 'incident.opened', 'k1', 1, '{{}}', {{now_ms}})",
+            hook.id
+        ),
+    )
+    .await;
+    let delivery = storage.pending_deliveries(hook.id, 10).await.unwrap()[0].id;
+    let attempt = |outcome| Attempt {
+        delivery_id: delivery,
+        webhook_id: hook.id,
+        status: Some(200),
+        error: None,
+        outcome,
+        disable_after: 3,
+        disable_reason: "test".to_owned(),
+    };
+    // Slow takes the lease for no time at all (as if its lease ran out
+    // while it waited on a receiver); fast claims it next and delivers.
+    let slow = storage.claim_webhook("slow", 0).await.unwrap().unwrap();
+    assert_eq!(slow.id, hook.id);
+    let fast = storage
+        .claim_webhook("fast", 60_000)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(fast.id, hook.id);
+    assert_eq!(
+        storage
+            .record_attempt("fast", &attempt(AttemptOutcome::Delivered))
+            .await
+            .unwrap(),
+        Recorded::Written { disabled: false }
+    );
+    // Slow's late failure must not turn the delivered row back to pending,
+    // nor give it up, nor make the subscription wait.
+    for outcome in [AttemptOutcome::RetryAfter(60_000), AttemptOutcome::GaveUp] {
+        assert_eq!(
+            storage
+                .record_attempt("slow", &attempt(outcome))
+                .await
+                .unwrap(),
+            Recorded::Fenced
+        );
+    }
+    assert_eq!(
+        delivery_state(&b, delivery).await,
+        ("delivered".to_owned(), 1)
+    );
+    let w = storage.webhook(hook.id).await.unwrap().unwrap();
+    assert_eq!(w.retry_at, None);
+    assert_eq!((w.pending, w.delivered, w.failed), (0, 1, 0));
+    // Nor can the holder itself record twice on a row that is done.
+    assert_eq!(
+        storage
+            .record_attempt("fast", &attempt(AttemptOutcome::GaveUp))
+            .await
+            .unwrap(),
+        Recorded::Fenced
+    );
+    // A lease that is held (60 s, by the database's clock) is not claimed.
+    plant(
+        &b,
+        &format!(
+            "INSERT INTO webhook_deliveries (webhook_id, event, event_key, incident_id, payload,
+             created_at) VALUES ({}, 'incident.resolved', 'k2', 1, '{{}}', {{now_ms}})",
+            hook.id
+        ),
+    )
+    .await;
+    assert!(
+        storage
+            .claim_webhook("slow", 60_000)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    storage.release_webhook(hook.id, "fast").await.unwrap();
+    assert!(
+        storage
+            .claim_webhook("slow", 60_000)
+            .await
+            .unwrap()
+            .is_some()
+    );
+}
+
+/// Polls a subscription's detail until `done` holds.
+async fn detail_until(app: &TestApp, id: &Value, done: impl Fn(&Value) -> bool) -> Value {
+    let path = format!("/api/v1/webhooks/{id}");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let d = admin_get(app, &path).await;
+        if done(&d) {
+            return d;
+        }
+        assert!(Instant::now() < deadline, "never came: {d}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn patch_state(app: &TestApp, id: &Value, state: &str) -> reqwest::Response {
+    app.client
+        .patch(app.url(&format!("/api/v1/webhooks/{id}")))
+        .bearer_auth(ADMIN_TOKEN)
+        .json(&json!({ "state": state }))
+        .send()
+        .await
+        .unwrap()
+}
+
+async fn a_subscription_whose_deliveries_keep_being_given_up_is_disabled_until_enabled(b: Backing) {
+    // One attempt each: every failed delivery is given up at once.
+    let app = app_with(&b, &[("DOWNWATCH_WEBHOOK_MAX_ATTEMPTS", "1")]).await;
+    let dead = receiver(usize::MAX).await;
+    let muted = receiver(0).await;
+    let hook = subscribe(&app, json!({"url": dead.url})).await;
+    assert_eq!(hook["state"], "active");
+    assert_eq!(hook["disabled_reason"], Value::Null);
+    let other = subscribe(&app, json!({"url": muted.url})).await;
+    // An admin disables one by hand: it gets nothing enqueued.
+    let r = patch_state(&app, &other["id"], "disabled").await;
+    assert_eq!(r.status().as_u16(), 200);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(
+        (&v["state"], &v["disabled_reason"]),
+        (&json!("disabled"), &json!("disabled by an admin"))
+    );
+    assert!(v["disabled_at"].is_string());
+
+    // Two openings and two resolutions: the third give-up in a row
+    // disables the subscription, and the fourth delivery is not tried.
+    let (mut detector, last) = outage(&app).await;
+    assert!(stepped(&detector.tick(last + 3 * 3600).await.unwrap()));
+    let detail = detail_until(&app, &hook["id"], |d| d["state"] == "disabled").await;
+    assert_eq!(
+        detail["deliveries"],
+        json!({"pending": 1, "delivered": 0, "failed": 3}),
+        "{detail}"
+    );
+    let reason = detail["disabled_reason"].as_str().unwrap();
+    assert!(
+        reason.contains("3 deliveries in a row were given up"),
+        "{reason}"
+    );
+    assert!(reason.contains("500"), "{reason}");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(dead.got().len(), 3, "nothing is sent once disabled");
+    let metrics = app.get("/metrics").await.text().await.unwrap();
+    assert!(
+        metrics.contains("downwatch_webhooks_disabled_total 1"),
+        "{metrics}"
+    );
+    let other_detail = admin_get(&app, &format!("/api/v1/webhooks/{}", other["id"])).await;
+    assert_eq!(
+        other_detail["deliveries"],
+        json!({"pending": 0, "delivered": 0, "failed": 0}),
+        "a disabled subscription is not enqueued for"
+    );
+    assert!(muted.got().is_empty());
+
+    // The receiver is back and the admin enables the subscription: what
+    // was left pending goes out.
+    dead.inbox.fail_first.store(0, Ordering::SeqCst);
+    let r = patch_state(&app, &hook["id"], "active").await;
+    assert_eq!(r.status().as_u16(), 200);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["state"], "active");
+    assert_eq!(
+        (&v["disabled_at"], &v["disabled_reason"]),
+        (&Value::Null, &Value::Null)
+    );
+    let detail = detail_until(&app, &hook["id"], |d| d["deliveries"]["delivered"] == 1).await;
+    assert_eq!(
+        detail["deliveries"],
+        json!({"pending": 0, "delivered": 1, "failed": 3})
+    );
+    assert_eq!(dead.got()[3].event, "incident.resolved");
+
+    // Bad changes are named; unknown subscriptions are 404.
+    let r = patch_state(&app, &hook["id"], "paused").await;
+    assert_problem(r, 422, Some("state")).await;
+    let r = patch_state(&app, &json!(999), "active").await;
+    assert_problem(r, 404, None).await;
+    for r in [dead, muted] {
+        r.stop().await;
+    }
+    app.stop().await;
+}
+
+async fn deliveries_pending_for_over_a_day_are_given_up_as_the_server_starts(b: Backing) {
+    let rx = receiver(0).await;
+    let first = app_with(&b, &[]).await;
+    let hook = subscribe(&first, json!({"url": rx.url})).await;
+    first.stop().await;
+    // While the server was down: one delivery left from 25 hours ago, one
+    // from now.
+    for (key, age_ms) in [("old", 25 * 3_600_000), ("new", 0)] {
+        plant(
+            &b,
+            &format!(
+                "INSERT INTO webhook_deliveries (webhook_id, event, event_key, incident_id,
+                 payload, created_at)
+                 VALUES ({}, 'incident.opened', '{key}', 1, '{{}}', {{now_ms}} - {age_ms})",
+                hook["id"]
+            ),
+        )
+        .await;
+    }
+    let app = app_with(&b, &[]).await;
+    let detail = detail_until(&app, &hook["id"], |d| {
+        d["deliveries"]["pending"] == 0 && d["deliveries"]["delivered"] == 1
+    })
+    .await;
+    assert_eq!(
+        detail["deliveries"],
+        json!({"pending": 0, "delivered": 1, "failed": 1})
+    );
+    let recent = detail["recent_deliveries"].as_array().unwrap();
+    let (new, old) = (&recent[0], &recent[1]);
+    assert_eq!(
+        (&old["state"], &old["attempts"]),
+        (&json!("failed"), &json!(0))
+    );
+    assert!(
+        old["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("not delivered within 24 h"),
+        "{old}"
+    );
+    // Only the recent one was sent: the old one not even once.
+    let got = rx.got();
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].delivery, new["id"].to_string());
+    rx.stop().await;
+    app.stop().await;
+}
+
+async fn a_server_keeps_at_most_a_hundred_subscriptions(b: Backing) {
+    let app = app_with(&b, &[]).await;
+    let mut last = Value::Null;
+    for i in 0..100 {
+        last = subscribe(&app, json!({"url": format!("http://127.0.0.1:9/hook/{i}")})).await;
+    }
+    let create = || {
+        app.client
+            .post(app.url("/api/v1/webhooks"))
+            .bearer_auth(ADMIN_TOKEN)
+            .json(&json!({"url": "http://127.0.0.1:9/one-too-many"}))
+            .send()
+    };
+    let problem = assert_problem(create().await.unwrap(), 409, None).await;
+    assert!(
+        problem["detail"]
+            .as_str()
+            .unwrap()
+            .contains("100 webhook subscriptions"),
+        "{problem}"
+    );
+    let listed = admin_get(&app, "/api/v1/webhooks").await;
+    assert_eq!(listed["webhooks"].as_array().unwrap().len(), 100);
+    // Deleting one makes room for one.
+    let r = app
+        .client
+        .delete(app.url(&format!("/api/v1/webhooks/{}", last["id"])))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 204);
+    assert_eq!(create().await.unwrap().status().as_u16(), 201);
+    assert_eq!(create().await.unwrap().status().as_u16(), 409);
+    // Lists are bounded before their entries are looked at.
+    let long: Vec<String> = (0..301).map(|i| format!("s{i}")).collect();
+    let r = app
+        .client
+        .post(app.url("/api/v1/webhooks"))
+        .bearer_auth(ADMIN_TOKEN)
+        .json(&json!({"url": "http://127.0.0.1:9/x", "services": long}))
+        .send()
+        .await
+        .unwrap();
+    let problem = assert_problem(r, 422, Some("services")).await;
+    assert!(
+        problem["detail"].as_str().unwrap().contains("at most 300"),
+        "{problem}"
+    );
     app.stop().await;
 }
