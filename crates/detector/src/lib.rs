@@ -4,6 +4,7 @@
 //! find the same incidents on the same counts. See docs/detection.md.
 
 pub mod backfill;
+pub mod breakdown;
 pub mod engine;
 pub mod events;
 pub mod live;

@@ -373,8 +373,23 @@ impl Live {
             }
         }
 
-        // Webhook deliveries of the incident events, in the same transaction.
-        let notices = crate::notices::for_happenings(&happenings, &write_keys, &services);
+        // Webhook deliveries of the incident events, in the same transaction,
+        // each with its incident's breakdowns (one facet read per event; a
+        // tick without incident events reads none).
+        let mut tops = HashMap::new();
+        for h in &happenings {
+            for ev in &h.events {
+                let key = ((h.service_id, h.scope.clone()), ev.incident.seq);
+                if let std::collections::hash_map::Entry::Vacant(slot) = tops.entry(key) {
+                    let record = incident_record(h.service_id, &h.scope, &ev.incident);
+                    let found =
+                        crate::breakdown::tops_of(self.storage.as_ref(), &record, h.minute + 60)
+                            .await?;
+                    slot.insert(found);
+                }
+            }
+        }
+        let notices = crate::notices::for_happenings(&happenings, &write_keys, &services, &tops);
         let ids = self
             .storage
             .save_detection_with(&writes, &states, &notices)

@@ -1,6 +1,7 @@
 //! Incident events for webhooks: what the live loop hands the store to
 //! enqueue in its transaction, and the JSON body each delivery carries.
 
+use crate::breakdown::{IncidentJson, Tops};
 use crate::engine::{Happening, ScopeKey};
 use crate::events::{IncidentView, rfc3339};
 use crate::incident_record;
@@ -29,16 +30,22 @@ pub struct WebhookPayload {
     pub kind: String,
     /// The end of the minute in which it happened (detector time).
     pub occurred_at: String,
-    /// The incident after the event.
-    pub incident: IncidentView,
+    /// The incident after the event, as the read API shows it (SPEC.md's
+    /// incident JSON, with its top problems and places so far).
+    pub incident: IncidentJson,
 }
 
+/// Which incident of a tick's writes: its scope and sequence number.
+pub type IncidentKey = (ScopeKey, u64);
+
 /// The notices of a tick's incident events whose incidents are among the
-/// writes (`write_keys[i]` names the scope and incident of write `i`).
+/// writes (`write_keys[i]` names the scope and incident of write `i`);
+/// `tops` holds each incident's breakdowns (empty lists when missing).
 pub fn for_happenings(
     happenings: &[Happening],
-    write_keys: &[(ScopeKey, u64)],
+    write_keys: &[IncidentKey],
     services: &[Service],
+    tops: &HashMap<IncidentKey, Tops>,
 ) -> Vec<Notice> {
     let slugs: HashMap<i64, &str> = services.iter().map(|s| (s.id, s.slug.as_str())).collect();
     let mut out = Vec::new();
@@ -56,6 +63,8 @@ pub fn for_happenings(
             let record = incident_record(h.service_id, &h.scope, &ev.incident);
             let slug = (*slug).to_owned();
             let at = h.minute + 60;
+            let key = ((h.service_id, h.scope.clone()), ev.incident.seq);
+            let tops = tops.get(&key).cloned().unwrap_or_default();
             out.push(Notice {
                 write,
                 event,
@@ -66,7 +75,10 @@ pub fn for_happenings(
                     let payload = WebhookPayload {
                         kind: event.to_owned(),
                         occurred_at: rfc3339(at),
-                        incident: IncidentView::new(id, &slug, &record, at),
+                        incident: IncidentJson::new(
+                            IncidentView::new(id, &slug, &record, at),
+                            tops.clone(),
+                        ),
                     };
                     // Plain strings and numbers: serialising cannot fail.
                     serde_json::to_string(&payload).unwrap_or_default()

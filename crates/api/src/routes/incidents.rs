@@ -7,10 +7,9 @@ use crate::state::AppState;
 use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, web};
 use downwatch_core::{CountryCode, GLOBAL_SCOPE, Service};
-use downwatch_detector::events::IncidentView;
-use downwatch_store::{FacetCount, IncidentQuery, IncidentRow};
-use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, HashMap};
+use downwatch_store::{IncidentQuery, IncidentRow};
+use serde::Deserialize;
+use std::collections::HashMap;
 use std::sync::Arc;
 
 pub fn config(cfg: &mut web::ServiceConfig) {
@@ -18,75 +17,14 @@ pub fn config(cfg: &mut web::ServiceConfig) {
         .service(web::resource("/api/v1/incidents/{id}").get(one));
 }
 
-/// Entries of the top problem and place lists.
-const TOP: usize = 5;
 const DEFAULT_LIMIT: i64 = 50;
 const MAX_LIMIT: i64 = 200;
 /// CSV pages may be longer: a spreadsheet wants the whole history.
 const MAX_CSV_LIMIT: i64 = 1000;
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
-pub struct ProblemShare {
-    pub problem: String,
-    pub share: f64,
-}
-
-#[derive(Debug, Clone, Serialize, PartialEq)]
-pub struct LocationShare {
-    pub country: Option<String>,
-    pub city: Option<String>,
-    pub share: f64,
-}
-
-/// SPEC.md's incident JSON.
-#[derive(Debug, Clone, Serialize)]
-pub struct IncidentJson {
-    #[serde(flatten)]
-    pub view: IncidentView,
-    pub top_problems: Vec<ProblemShare>,
-    pub top_locations: Vec<LocationShare>,
-}
-
-fn share(n: i64, total: i64) -> f64 {
-    if total <= 0 {
-        0.0
-    } else {
-        (n as f64 / total as f64 * 1000.0).round() / 1000.0
-    }
-}
-
-fn non_empty(s: String) -> Option<String> {
-    (!s.is_empty()).then_some(s)
-}
-
-/// A place (country, city) and its reports.
-pub type PlaceCount = (Option<String>, Option<String>, i64);
-
-/// Problems and places of the reports in a range, largest first, with
-/// their total.
-pub fn tops(facets: Vec<FacetCount>, limit: usize) -> (i64, Vec<(String, i64)>, Vec<PlaceCount>) {
-    let total: i64 = facets.iter().map(|f| f.counted).sum();
-    let mut problems: BTreeMap<String, i64> = BTreeMap::new();
-    let mut places: BTreeMap<(String, String), i64> = BTreeMap::new();
-    for f in facets {
-        *problems.entry(f.problem).or_default() += f.counted;
-        *places.entry((f.country, f.city)).or_default() += f.counted;
-    }
-    let mut problems: Vec<(String, i64)> = problems.into_iter().collect();
-    problems.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
-    problems.truncate(limit);
-    let mut places: Vec<((String, String), i64)> = places
-        .into_iter()
-        .filter(|((country, _), _)| !country.is_empty())
-        .collect();
-    places.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
-    places.truncate(limit);
-    let places = places
-        .into_iter()
-        .map(|((country, city), n)| (non_empty(country), non_empty(city), n))
-        .collect();
-    (total, problems, places)
-}
+pub use downwatch_detector::breakdown::{
+    IncidentJson, LocationShare, PlaceCount, ProblemShare, tops,
+};
 
 /// The incident as SPEC.md shows it, with the problems and places of the
 /// reports in its scope from its start to its end (or now).
@@ -96,32 +34,14 @@ pub async fn incident_json(
     slug: &str,
     now: i64,
 ) -> Result<IncidentJson, ApiError> {
-    let r = &row.record;
-    let country = (r.scope != GLOBAL_SCOPE).then_some(r.scope.as_str());
-    let end = r.ended_at.unwrap_or(now).max(r.started_at + 60);
-    let facets = state
-        .storage
-        .facet_counts(r.service_id, country, r.started_at, end)
-        .await?;
-    let (total, problems, places) = tops(facets, TOP);
-    Ok(IncidentJson {
-        view: IncidentView::new(row.id, slug, r, now),
-        top_problems: problems
-            .into_iter()
-            .map(|(problem, n)| ProblemShare {
-                problem,
-                share: share(n, total),
-            })
-            .collect(),
-        top_locations: places
-            .into_iter()
-            .map(|(country, city, n)| LocationShare {
-                country,
-                city,
-                share: share(n, total),
-            })
-            .collect(),
-    })
+    Ok(downwatch_detector::breakdown::incident_json(
+        state.storage.as_ref(),
+        row.id,
+        slug,
+        &row.record,
+        now,
+    )
+    .await?)
 }
 
 #[derive(Deserialize, utoipa::IntoParams)]
@@ -457,37 +377,6 @@ async fn one(state: web::Data<AppState>, id: web::Path<String>) -> Result<HttpRe
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn facet(problem: &str, country: &str, city: &str, n: i64) -> FacetCount {
-        FacetCount {
-            problem: problem.into(),
-            country: country.into(),
-            city: city.into(),
-            counted: n,
-        }
-    }
-
-    #[test]
-    fn tops_rank_problems_and_places_and_skip_unknown_places() {
-        let (total, problems, places) = tops(
-            vec![
-                facet("login", "FR", "Paris", 5),
-                facet("app", "FR", "", 3),
-                facet("login", "", "", 4),
-                facet("app", "DE", "Berlin", 1),
-            ],
-            2,
-        );
-        assert_eq!(total, 13);
-        assert_eq!(problems, [("login".to_owned(), 9), ("app".to_owned(), 4)]);
-        assert_eq!(
-            places,
-            [
-                (Some("FR".to_owned()), Some("Paris".to_owned()), 5),
-                (Some("FR".to_owned()), None, 3)
-            ]
-        );
-    }
 
     #[test]
     fn cursors_round_trip_and_garbage_is_refused() {

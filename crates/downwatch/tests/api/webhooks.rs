@@ -234,6 +234,18 @@ async fn deliveries_are_signed_json_for_the_matching_subscriptions(b: Backing) {
         let scope = incident["scope"].as_str().unwrap().to_owned();
         assert_eq!(incident["id"], ids[&scope], "{body}");
         assert_eq!(incident["total_reports"], 40);
+        // SPEC's incident JSON, breakdowns included: the burst's 40 French
+        // messaging reports.
+        assert_eq!(
+            incident["top_problems"],
+            json!([{"problem": "messaging", "share": 1.0}]),
+            "{body}"
+        );
+        assert_eq!(
+            incident["top_locations"],
+            json!([{"country": "FR", "city": null, "share": 1.0}]),
+            "{body}"
+        );
         scopes.push(scope);
     }
     scopes.sort();
