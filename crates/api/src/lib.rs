@@ -11,6 +11,7 @@ pub mod metrics;
 pub mod openapi;
 pub mod pages;
 pub mod problem;
+pub mod public_url;
 pub mod ratelimit;
 pub mod routes;
 pub mod stale;

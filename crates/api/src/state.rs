@@ -30,6 +30,9 @@ pub struct ApiConfig {
     pub clock: downwatch_core::Clock,
     /// Webhooks may name private, loopback and link-local addresses.
     pub webhook_allow_private: bool,
+    /// The server's public base URL (`https://status.example.org`), for
+    /// the absolute links of feeds and pages; see `public_url`.
+    pub public_url: Option<String>,
 }
 
 impl Default for ApiConfig {
@@ -40,6 +43,7 @@ impl Default for ApiConfig {
             commit_timeout: Duration::from_secs(10),
             clock: downwatch_core::Clock::System,
             webhook_allow_private: false,
+            public_url: None,
         }
     }
 }
@@ -58,6 +62,8 @@ pub struct AppState {
     pub events: crate::events::EventHub,
     /// Earlier answers to reads, served while the database is down.
     pub stale: crate::stale::StaleCache,
+    /// The Atom feeds' contents, for 30 s.
+    pub feeds: crate::routes::feeds::FeedCache,
 }
 
 impl AppState {

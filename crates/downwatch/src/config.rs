@@ -40,6 +40,9 @@ pub struct Settings {
     pub country_header: Option<HeaderName>,
     /// `DOWNWATCH_SERVICES_FILE`: catalogue to seed instead of the bundled one.
     pub services_file: Option<PathBuf>,
+    /// `DOWNWATCH_PUBLIC_URL`: the base of absolute links (feeds, embeds),
+    /// without a trailing slash; unset: the request's `Host`.
+    pub public_url: Option<String>,
     /// `DOWNWATCH_WEBHOOK_ALLOW_PRIVATE`: deliver webhooks to private addresses.
     pub webhook_allow_private: bool,
     /// `DOWNWATCH_WEBHOOK_BACKOFF_MS`, `DOWNWATCH_WEBHOOK_MAX_ATTEMPTS`,
@@ -174,6 +177,9 @@ impl Settings {
                 ),
             ));
         }
+        let public_url = get("DOWNWATCH_PUBLIC_URL")
+            .map(|v| public_url(&v).map_err(|m| err("DOWNWATCH_PUBLIC_URL", m)))
+            .transpose()?;
         let webhook_allow_private = parse_bool(&get, "DOWNWATCH_WEBHOOK_ALLOW_PRIVATE", false)?;
         let webhook_backoff = Duration::from_millis(parse_num(
             &get,
@@ -268,6 +274,7 @@ impl Settings {
             trusted_proxies,
             country_header,
             services_file,
+            public_url,
             webhook_allow_private,
             webhook_backoff,
             webhook_max_attempts,
@@ -287,6 +294,28 @@ impl Settings {
             log_filter,
         })
     }
+}
+
+/// An absolute http(s) URL with a host and nothing after its path, as the
+/// base of links (its trailing slash dropped).
+fn public_url(v: &str) -> Result<String, String> {
+    let expected = || {
+        format!(
+            "expected the server's public base URL such as https://status.example.org or \
+             https://example.org/downwatch (no query, fragment or user name), got {v:?}"
+        )
+    };
+    let u = reqwest::Url::parse(v).map_err(|_| expected())?;
+    if !matches!(u.scheme(), "http" | "https")
+        || u.host_str().is_none_or(str::is_empty)
+        || !u.username().is_empty()
+        || u.password().is_some()
+        || u.query().is_some()
+        || u.fragment().is_some()
+    {
+        return Err(expected());
+    }
+    Ok(u.as_str().trim_end_matches('/').to_owned())
 }
 
 fn parse_bool(
@@ -362,6 +391,10 @@ mod tests {
             ("DOWNWATCH_COUNTRY_HEADER", "bad header"),
             ("DOWNWATCH_SERVICES_FILE", "/no/such/file.toml"),
             ("DOWNWATCH_WEBHOOK_ALLOW_PRIVATE", "maybe"),
+            ("DOWNWATCH_PUBLIC_URL", "status.example.org"),
+            ("DOWNWATCH_PUBLIC_URL", "ftp://status.example.org"),
+            ("DOWNWATCH_PUBLIC_URL", "https://status.example.org/?x=1"),
+            ("DOWNWATCH_PUBLIC_URL", "https://user@status.example.org"),
             ("DOWNWATCH_WEBHOOK_BACKOFF_MS", "5"),
             ("DOWNWATCH_WEBHOOK_MAX_ATTEMPTS", "0"),
             ("DOWNWATCH_WEBHOOK_TIMEOUT_MS", "soon"),
@@ -399,6 +432,17 @@ mod tests {
         assert_eq!(s.country_header.unwrap().as_str(), "cf-ipcountry");
         assert!(s.webhook_allow_private);
         assert_eq!(s.bind.port(), 9000);
+        assert_eq!(s.public_url, None);
+        for (given, base) in [
+            ("https://Status.Example.org/", "https://status.example.org"),
+            (
+                "http://example.org:8080/downwatch/",
+                "http://example.org:8080/downwatch",
+            ),
+        ] {
+            let s = with(&[("DOWNWATCH_PUBLIC_URL", given)]).unwrap();
+            assert_eq!(s.public_url.as_deref(), Some(base));
+        }
         assert!(!s.clock.is_simulated());
     }
 

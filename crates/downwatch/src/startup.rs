@@ -146,6 +146,7 @@ impl Application {
             limiter: IpLimiter::new(settings.rate_limit),
             admin: AdminToken::new(settings.admin_token.as_deref()),
             stale: Default::default(),
+            feeds: Default::default(),
             metrics,
             config: ApiConfig {
                 trusted_proxies: settings.trusted_proxies.clone(),
@@ -153,6 +154,7 @@ impl Application {
                 commit_timeout: settings.commit_timeout,
                 clock: settings.clock,
                 webhook_allow_private: settings.webhook_allow_private,
+                public_url: settings.public_url.clone(),
             },
         });
 

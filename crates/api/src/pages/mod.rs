@@ -443,10 +443,8 @@ async fn incident_inner(
     if r.scope != GLOBAL_SCOPE {
         chart.push_str(&format!("&country={}", enc(&r.scope)));
     }
-    let base = {
-        let conn = req.connection_info();
-        format!("{}://{}", conn.scheme(), conn.host())
-    };
+    // The embed snippet's absolute link: never from a client's say-so.
+    let base = crate::public_url::base_url(state, req);
     let scope = if r.scope == GLOBAL_SCOPE {
         "Worldwide".to_owned()
     } else {
