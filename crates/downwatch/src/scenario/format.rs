@@ -10,6 +10,16 @@ use std::collections::BTreeMap;
 
 /// The longest scenario accepted.
 const MAX_LENGTH_DAYS: i64 = 400;
+/// A service's ordinary reports an hour, at most.
+pub const MAX_PER_HOUR: f64 = 1e6;
+/// An outage's extra reports a minute at its peak, at most.
+pub const MAX_PEAK_PER_MIN: f64 = 1e5;
+/// The reports a scenario may make, at most (by [`Scenario::report_bound`]):
+/// a file from anyone must not make `replay` run for days.
+pub const MAX_REPORTS: f64 = 5e7;
+/// Services, outages, expectations, and places of one service or outage, at
+/// most: the generator scans places for every report it draws.
+const MAX_ITEMS: usize = 1000;
 
 /// A typical day of reports, by UTC hour (mean 1): quiet at night, busy
 /// from morning to evening.
@@ -98,6 +108,12 @@ pub struct Rhythm {
 }
 
 impl Rhythm {
+    /// The largest factor any minute can have.
+    pub fn peak(&self) -> f64 {
+        let max = |v: &[f64]| v.iter().copied().fold(0.0, f64::max);
+        max(&self.daily) * max(&self.weekly)
+    }
+
     /// The factor of unix second `t`: the hourly factors are taken at the
     /// middle of their hour and interpolated between, so the rate has no
     /// steps on the hour.
@@ -137,6 +153,9 @@ fn normalised<const N: usize>(v: &[f64], at: &str, what: &str) -> anyhow::Result
         bail!("{at}: rhythm.{what} factors must be positive numbers");
     }
     let mean = arr.iter().sum::<f64>() / N as f64;
+    if !mean.is_finite() {
+        bail!("{at}: rhythm.{what} factors are too large");
+    }
     Ok(arr.map(|x| x / mean))
 }
 
@@ -239,6 +258,16 @@ fn duration(s: &str, at: &str) -> anyhow::Result<i64> {
     parse_duration(s).map_err(|e| anyhow::anyhow!("{at}: {e}"))
 }
 
+/// A duration no longer than the scenario's `length`, so that sums of a
+/// few of them cannot overflow.
+fn within(s: &str, at: &str, length: i64) -> anyhow::Result<i64> {
+    let d = duration(s, at)?;
+    if d > length {
+        bail!("{at}: longer than the scenario's length");
+    }
+    Ok(d)
+}
+
 fn problems(raw: &BTreeMap<String, f64>, at: &str) -> anyhow::Result<Vec<(ProblemKind, f64)>> {
     if raw.is_empty() {
         bail!("{at}: problems must name at least one problem kind");
@@ -255,7 +284,12 @@ fn problems(raw: &BTreeMap<String, f64>, at: &str) -> anyhow::Result<Vec<(Proble
         .collect()
 }
 
-fn places(raw: &[RawPlace], at: &str, ends: bool) -> anyhow::Result<Vec<Place>> {
+/// `places` of a service (`ends: None`) or of an outage (`ends`: the
+/// scenario's length, which each place's end must not pass).
+fn places(raw: &[RawPlace], at: &str, ends: Option<i64>) -> anyhow::Result<Vec<Place>> {
+    if raw.len() > MAX_ITEMS {
+        bail!("{at}.places: at most {MAX_ITEMS}");
+    }
     raw.iter()
         .enumerate()
         .map(|(i, p)| {
@@ -279,8 +313,8 @@ fn places(raw: &[RawPlace], at: &str, ends: bool) -> anyhow::Result<Vec<Place>> 
             }
             let end = match (&p.end, ends) {
                 (None, _) => None,
-                (Some(e), true) => Some(duration(e, &format!("{at}.end"))?),
-                (Some(_), false) => bail!("{at}.end: only an outage's places end"),
+                (Some(e), Some(length)) => Some(within(e, &format!("{at}.end"), length)?),
+                (Some(_), None) => bail!("{at}.end: only an outage's places end"),
             };
             Ok(Place {
                 country,
@@ -308,7 +342,20 @@ impl Scenario {
         if learn >= length {
             bail!("learn: must be shorter than the length, which it is the start of");
         }
-        let tolerance = duration(raw.tolerance.as_deref().unwrap_or("10m"), "tolerance")?;
+        let tolerance = within(
+            raw.tolerance.as_deref().unwrap_or("10m"),
+            "tolerance",
+            length,
+        )?;
+        for (n, what) in [
+            (raw.service.len(), "[[service]]"),
+            (raw.outage.len(), "[[outage]]"),
+            (raw.expect.len(), "[[expect]]"),
+        ] {
+            if n > MAX_ITEMS {
+                bail!("{what}: at most {MAX_ITEMS}");
+            }
+        }
         let base = rhythm(
             raw.rhythm.as_ref(),
             &Rhythm {
@@ -331,8 +378,10 @@ impl Scenario {
             if services.iter().any(|o| o.slug == slug) {
                 bail!("{at}: the slug appears twice");
             }
-            if !s.per_hour.is_finite() || s.per_hour < 0.0 {
-                bail!("{at}.per_hour: must be a number of reports an hour, 0 or more");
+            if !s.per_hour.is_finite() || !(0.0..=MAX_PER_HOUR).contains(&s.per_hour) {
+                bail!(
+                    "{at}.per_hour: must be a number of reports an hour, from 0 to {MAX_PER_HOUR}"
+                );
             }
             let name = match &s.name {
                 Some(n) => {
@@ -340,7 +389,7 @@ impl Scenario {
                 }
                 None => s.slug.clone(),
             };
-            let mut spec_places = places(&s.places, &at, false)?;
+            let mut spec_places = places(&s.places, &at, None)?;
             if spec_places.is_empty() {
                 spec_places.push(Place {
                     country: None,
@@ -365,15 +414,30 @@ impl Scenario {
                 .iter()
                 .position(|s| s.slug.as_str() == o.service)
                 .with_context(|| format!("{at}.service: not a [[service]] of this scenario"))?;
-            let start = duration(&o.start, &format!("{at}.start"))?;
-            let rise = duration(o.rise.as_deref().unwrap_or("0m"), &format!("{at}.rise"))?;
-            let hold = duration(&o.hold, &format!("{at}.hold"))?;
-            let fall = duration(o.fall.as_deref().unwrap_or("0m"), &format!("{at}.fall"))?;
-            if !o.peak_per_min.is_finite() || o.peak_per_min <= 0.0 {
-                bail!("{at}.peak_per_min: must be a positive number of reports a minute");
+            // Each at most the length, so start + end + fall cannot overflow.
+            let start = within(&o.start, &format!("{at}.start"), length)?;
+            let rise = within(
+                o.rise.as_deref().unwrap_or("0m"),
+                &format!("{at}.rise"),
+                length,
+            )?;
+            let hold = within(&o.hold, &format!("{at}.hold"), length)?;
+            let fall = within(
+                o.fall.as_deref().unwrap_or("0m"),
+                &format!("{at}.fall"),
+                length,
+            )?;
+            if !o.peak_per_min.is_finite()
+                || o.peak_per_min <= 0.0
+                || o.peak_per_min > MAX_PEAK_PER_MIN
+            {
+                bail!(
+                    "{at}.peak_per_min: must be a positive number of reports a minute, at most \
+                     {MAX_PEAK_PER_MIN}"
+                );
             }
             let outage_places = match &o.places {
-                Some(p) if !p.is_empty() => places(p, &at, true)?,
+                Some(p) if !p.is_empty() => places(p, &at, Some(length))?,
                 Some(_) => bail!("{at}.places: leave it out for the service's places"),
                 None => services[service].places.clone(),
             };
@@ -396,7 +460,7 @@ impl Scenario {
                 .map(|p| outage.end_of(p))
                 .max()
                 .unwrap_or(0);
-            if start < 0 || start + last + fall > length {
+            if start + last + fall > length {
                 bail!("{at}: the outage must lie within the scenario's length");
             }
             outages.push(outage);
@@ -410,8 +474,8 @@ impl Scenario {
             if e.scope != downwatch_core::GLOBAL_SCOPE {
                 CountryCode::parse(&e.scope).map_err(|m| anyhow::anyhow!("{at}.scope: {m}"))?;
             }
-            let start = duration(&e.start, &format!("{at}.start"))?;
-            let end = duration(&e.end, &format!("{at}.end"))?;
+            let start = within(&e.start, &format!("{at}.start"), length)?;
+            let end = within(&e.end, &format!("{at}.end"), length)?;
             if end <= start || start < learn || end > length {
                 bail!(
                     "{at}: must start after the learnt history and end after it starts, within the length"
@@ -424,7 +488,7 @@ impl Scenario {
                 end,
             });
         }
-        Ok(Scenario {
+        let scenario = Scenario {
             name: raw.name.unwrap_or_else(|| default_name.to_owned()),
             description: raw.description.trim().to_owned(),
             seed: raw.seed,
@@ -435,7 +499,56 @@ impl Scenario {
             services,
             outages,
             expect,
-        })
+        };
+        // What each part may make, and the whole: refused above the limit,
+        // naming the largest part.
+        let parts = scenario.report_bounds();
+        let total: f64 = parts.iter().map(|p| p.1).sum();
+        if total > MAX_REPORTS {
+            let (field, n) = parts
+                .iter()
+                .max_by(|a, b| a.1.total_cmp(&b.1))
+                .cloned()
+                .unwrap_or_default();
+            bail!(
+                "{field}: the scenario would make up to about {:.0} reports ({:.0} from here), \
+                 more than {MAX_REPORTS:.0}; lower it, or shorten the length",
+                total,
+                n
+            );
+        }
+        Ok(scenario)
+    }
+
+    /// An upper bound of the reports each part makes (named by its field),
+    /// from its rate at its peak: a service's `per_hour` times its
+    /// rhythm's largest factor over the whole length, an outage's
+    /// `peak_per_min` over its whole span.
+    fn report_bounds(&self) -> Vec<(String, f64)> {
+        let hours = self.length as f64 / 3600.0;
+        let services = self.services.iter().enumerate().map(|(i, s)| {
+            (
+                format!("service[{i}] ({}).per_hour", s.slug),
+                s.per_hour * s.rhythm.peak() * hours,
+            )
+        });
+        let outages = self.outages.iter().enumerate().map(|(i, o)| {
+            let last = o.places.iter().map(|p| o.end_of(p)).max().unwrap_or(0);
+            (
+                format!(
+                    "outage[{i}] ({}).peak_per_min",
+                    self.services[o.service].slug
+                ),
+                o.peak_per_min * (last + o.fall) as f64 / 60.0,
+            )
+        });
+        services.chain(outages).collect()
+    }
+
+    /// An upper bound of the reports the whole scenario makes (at most
+    /// [`MAX_REPORTS`] for a parsed one).
+    pub fn report_bound(&self) -> f64 {
+        self.report_bounds().iter().map(|p| p.1).sum()
     }
 
     /// The same scenario with "day 0" at `start` (unix seconds).
@@ -545,6 +658,190 @@ mod tests {
         for (text, needle) in cases {
             let e = format!("{:#}", Scenario::parse(text, "x").unwrap_err());
             assert!(e.contains(needle), "{needle} not in: {e}");
+        }
+    }
+
+    #[test]
+    fn hostile_sizes_and_durations_are_refused_naming_the_field() {
+        let cases = [
+            (SMALL.replace("per_hour = 10", "per_hour = 2e6"), "per_hour"),
+            (
+                SMALL.replace("peak_per_min = 30", "peak_per_min = 1e6"),
+                "peak_per_min",
+            ),
+            (
+                SMALL.replace("hold = \"1h\"", "hold = \"106751991167300d\""),
+                "hold: longer than the scenario's length",
+            ),
+            (
+                SMALL.replace("end = \"30m\"", "end = \"9223372036854775807s\""),
+                "places[0].end",
+            ),
+            (
+                SMALL.replace("fall = \"20m\"", "fall = \"3d\""),
+                "fall: longer",
+            ),
+            // 1e6 an hour for 2 days, at the rhythm's peak: ~73 million.
+            (
+                SMALL.replace("per_hour = 10", "per_hour = 1e6"),
+                "service[0] (acme).per_hour: the scenario would make up to about",
+            ),
+            (
+                SMALL
+                    .replace("length = \"2d\"", "length = \"400d\"")
+                    .replace("per_hour = 10", "per_hour = 1000")
+                    .replace("peak_per_min = 30", "peak_per_min = 1e5")
+                    .replace("hold = \"1h\"", "hold = \"20d\""),
+                "outage[0] (acme).peak_per_min: the scenario would make",
+            ),
+        ];
+        for (text, needle) in cases {
+            let e = format!("{:#}", Scenario::parse(&text, "x").unwrap_err());
+            assert!(e.contains(needle), "{needle} not in: {e}");
+        }
+        // The bundled ones are well within.
+        for (name, text) in crate::scenario::BUNDLED {
+            let s = Scenario::parse(text, name).unwrap();
+            assert!(s.report_bound() < 1e7, "{name}: {}", s.report_bound());
+        }
+    }
+
+    mod properties {
+        use super::super::*;
+        use super::SMALL;
+        use proptest::prelude::*;
+
+        /// A duration as a file might give it: mostly sane, sometimes huge
+        /// or malformed.
+        fn a_duration() -> impl Strategy<Value = String> {
+            prop_oneof![
+                40 => (0u64..600).prop_map(|m| format!("{m}m")),
+                2 => (0u64..500).prop_map(|d| format!("{d}d 3h")),
+                1 => any::<u64>().prop_map(|n| format!("{n}s")),
+                1 => any::<u64>().prop_map(|n| format!("{n}d")),
+                1 => "[0-9dhms ]{0,12}",
+            ]
+        }
+
+        /// A number as a file might give it: mostly sane, sometimes huge,
+        /// negative, NaN or infinite.
+        fn a_number() -> impl Strategy<Value = String> {
+            prop_oneof![
+                60 => (0.001f64..1e4).prop_map(|x| format!("{x:?}")),
+                2 => (0.0f64..1e8).prop_map(|x| format!("{x:?}")),
+                1 => any::<f64>().prop_map(|x| format!("{x:?}")),
+                1 => Just("nan".to_owned()),
+                1 => Just("inf".to_owned()),
+                1 => Just("-inf".to_owned()),
+                1 => any::<i64>().prop_map(|n| n.to_string()),
+            ]
+            .prop_map(|s| s.replace("NaN", "nan"))
+        }
+
+        fn a_scenario() -> impl Strategy<Value = String> {
+            (
+                prop_oneof![
+                    6 => (1u64..400).prop_map(|d| format!("{d}d")),
+                    1 => a_duration(),
+                ],
+                a_number(),
+                a_duration(),
+                a_duration(),
+                a_duration(),
+                a_duration(),
+                a_number(),
+                a_duration(),
+                proptest::option::weighted(0.2, proptest::collection::vec(a_number(), 24)),
+            )
+                .prop_map(
+                    |(length, per_hour, start, rise, hold, fall, peak, end, daily)| {
+                        let rhythm = daily.map_or_else(String::new, |d| {
+                            format!("rhythm = {{ daily = [{}] }}", d.join(", "))
+                        });
+                        format!(
+                            r#"
+                            seed = 1
+                            start = "2024-03-04T00:00:00Z"
+                            length = "{length}"
+                            learn = "1m"
+                            {rhythm}
+                            [[service]]
+                            slug = "acme"
+                            per_hour = {per_hour}
+                            problems = {{ login = 1 }}
+                            [[outage]]
+                            service = "acme"
+                            start = "{start}"
+                            rise = "{rise}"
+                            hold = "{hold}"
+                            fall = "{fall}"
+                            peak_per_min = {peak}
+                            places = [{{ country = "FR", end = "{end}" }}, {{}}]
+                            "#
+                        )
+                    },
+                )
+        }
+
+        #[test]
+        fn enough_generated_scenarios_are_accepted_for_the_limits_to_be_tested() {
+            use proptest::strategy::ValueTree;
+            let mut runner = proptest::test_runner::TestRunner::deterministic();
+            let strategy = a_scenario();
+            let accepted = (0..500)
+                .filter(|_| {
+                    let text = strategy.new_tree(&mut runner).unwrap().current();
+                    Scenario::parse(&text, "x").is_ok()
+                })
+                .count();
+            assert!(accepted >= 75, "{accepted} of 500");
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(512))]
+
+            #[test]
+            fn the_parser_never_panics_on_arbitrary_text(text in ".{0,400}") {
+                let _ = Scenario::parse(&text, "x");
+            }
+
+            #[test]
+            fn the_parser_never_panics_on_a_scenario_with_a_part_replaced(
+                at in 0..SMALL.len(),
+                cut in 0usize..40,
+                with in "[ -~\n]{0,40}",
+            ) {
+                let mut text = SMALL.to_owned();
+                let end = (at + cut).min(text.len());
+                text.replace_range(at..end, &with);
+                let _ = Scenario::parse(&text, "x");
+            }
+
+            #[test]
+            fn accepted_scenarios_stay_within_the_limits(text in a_scenario()) {
+                if let Ok(s) = Scenario::parse(&text, "x") {
+                    prop_assert!(s.length > 0 && s.length <= MAX_LENGTH_DAYS * 86_400);
+                    prop_assert!(s.report_bound() <= MAX_REPORTS);
+                    for sv in &s.services {
+                        prop_assert!(sv.per_hour.is_finite());
+                        prop_assert!((0.0..=MAX_PER_HOUR).contains(&sv.per_hour));
+                        prop_assert!(sv.rhythm.peak().is_finite());
+                    }
+                    for o in &s.outages {
+                        prop_assert!(o.peak_per_min > 0.0 && o.peak_per_min <= MAX_PEAK_PER_MIN);
+                        let last = o.places.iter().map(|p| o.end_of(p)).max().unwrap_or(0);
+                        let end = o.start.checked_add(last).and_then(|t| t.checked_add(o.fall));
+                        prop_assert!(end.is_some_and(|e| e <= s.length));
+                        // The generator's shape is a share of the peak.
+                        for p in &o.places {
+                            for dt in [0, o.rise / 2, o.rise, last, last + o.fall / 2] {
+                                let x = o.shape(p, dt);
+                                prop_assert!((0.0..=1.0).contains(&x), "{x}");
+                            }
+                        }
+                    }
+                }
+            }
         }
     }
 

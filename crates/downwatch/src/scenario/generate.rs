@@ -5,7 +5,7 @@
 //! Each service has a random stream of its own (from the scenario's seed
 //! and the slug), so adding a service changes nothing of the others.
 
-use super::format::{Place, Scenario};
+use super::format::{Outage, Place, Scenario};
 use downwatch_core::{City, CountryCode, ProblemKind};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -48,70 +48,137 @@ fn pick(weights: impl Iterator<Item = f64> + Clone, u: f64) -> usize {
 /// The reports of `scenario` received in `[from, to)` (unix seconds), in
 /// time order. The same scenario gives the same reports whatever window is
 /// asked for: every minute from the start is drawn, and only the window kept.
+/// Holds them all: for long windows, iterate [`Reports`] instead.
 pub fn generate(scenario: &Scenario, from: i64, to: i64) -> Vec<Report> {
-    let mut out = Vec::new();
-    for (si, service) in scenario.services.iter().enumerate() {
-        let mut rng = stream(scenario.seed, service.slug.as_str());
-        let outages: Vec<_> = scenario
-            .outages
+    Reports::new(scenario, from, to).collect()
+}
+
+/// The reports of a window one minute at a time, in time order: memory
+/// holds one minute's reports, whatever the window's length. Each service
+/// draws from its own random stream minute after minute, so going minute by
+/// minute across services gives exactly what [`generate`] gives.
+pub struct Reports<'a> {
+    scenario: &'a Scenario,
+    from_ms: i64,
+    to_ms: i64,
+    /// The next minute to draw, and the first not to.
+    minute: i64,
+    end: i64,
+    streams: Vec<StdRng>,
+    /// Each service's outages.
+    outages: Vec<Vec<&'a Outage>>,
+    ready: std::vec::IntoIter<Report>,
+}
+
+impl<'a> Reports<'a> {
+    pub fn new(scenario: &'a Scenario, from: i64, to: i64) -> Self {
+        let streams = scenario
+            .services
             .iter()
-            .filter(|o| o.service == si)
+            .map(|s| stream(scenario.seed, s.slug.as_str()))
             .collect();
-        let mut minute = scenario.start;
-        while minute < scenario.end().min(to) {
-            let mid = minute + 30;
-            let background = service.per_hour / 60.0 * service.rhythm.factor(mid);
-            // Each outage place's extra reports in this minute.
-            let mut extra: Vec<(usize, usize, f64)> = Vec::new();
-            for (oi, o) in outages.iter().enumerate() {
-                let total: f64 = o.places.iter().map(|p| p.weight).sum();
-                for (pi, p) in o.places.iter().enumerate() {
-                    let dt = mid - (scenario.start + o.start);
-                    let rate = o.peak_per_min * p.weight / total * o.shape(p, dt);
-                    if rate > 0.0 {
-                        extra.push((oi, pi, rate));
-                    }
-                }
-            }
-            let rate = background + extra.iter().map(|e| e.2).sum::<f64>();
-            let mut t = 0.0f64;
-            if rate > 0.0 {
-                loop {
-                    // An exponential gap (in minutes) of a Poisson process at `rate`.
-                    let u: f64 = rng.random();
-                    t += -(1.0 - u).ln() / rate;
-                    if t >= 1.0 {
-                        break;
-                    }
-                    let at_ms = minute * 1000 + (t * 60_000.0) as i64;
-                    let which: f64 = rng.random::<f64>() * rate;
-                    let (problems, place): (&[(ProblemKind, f64)], &Place) = if which < background {
-                        let p = pick(service.places.iter().map(|p| p.weight), rng.random());
-                        (&service.problems, &service.places[p])
-                    } else {
-                        let e = pick(extra.iter().map(|e| e.2), rng.random());
-                        let (oi, pi, _) = extra[e];
-                        (&outages[oi].problems, &outages[oi].places[pi])
-                    };
-                    let problem = problems[pick(problems.iter().map(|p| p.1), rng.random())]
-                        .0
-                        .clone();
-                    if at_ms >= from * 1000 && at_ms < to * 1000 {
-                        out.push(Report {
-                            service: si,
-                            problem,
-                            country: place.country,
-                            city: place.city.clone(),
-                            at_ms,
-                        });
-                    }
-                }
-            }
-            minute += 60;
+        let outages = (0..scenario.services.len())
+            .map(|si| {
+                scenario
+                    .outages
+                    .iter()
+                    .filter(|o| o.service == si)
+                    .collect()
+            })
+            .collect();
+        Self {
+            scenario,
+            from_ms: from.saturating_mul(1000),
+            to_ms: to.saturating_mul(1000),
+            minute: scenario.start,
+            end: scenario.end().min(to),
+            streams,
+            outages,
+            ready: Vec::new().into_iter(),
         }
     }
-    out.sort_by_key(|r| (r.at_ms, r.service));
-    out
+
+    /// Draws service `si`'s reports of `minute`, keeping those in the window.
+    fn draw(&mut self, si: usize, minute: i64, out: &mut Vec<Report>) {
+        let scenario = self.scenario;
+        let service = &scenario.services[si];
+        let outages = &self.outages[si];
+        let rng = &mut self.streams[si];
+        let mid = minute + 30;
+        let background = service.per_hour / 60.0 * service.rhythm.factor(mid);
+        // Each outage place's extra reports in this minute.
+        let mut extra: Vec<(usize, usize, f64)> = Vec::new();
+        for (oi, o) in outages.iter().enumerate() {
+            let total: f64 = o.places.iter().map(|p| p.weight).sum();
+            for (pi, p) in o.places.iter().enumerate() {
+                let dt = mid - (scenario.start + o.start);
+                let rate = o.peak_per_min * p.weight / total * o.shape(p, dt);
+                if rate > 0.0 {
+                    extra.push((oi, pi, rate));
+                }
+            }
+        }
+        let rate = background + extra.iter().map(|e| e.2).sum::<f64>();
+        if rate <= 0.0 {
+            return;
+        }
+        let mut t = 0.0f64;
+        loop {
+            // An exponential gap (in minutes) of a Poisson process at `rate`.
+            let u: f64 = rng.random();
+            t += -(1.0 - u).ln() / rate;
+            if t >= 1.0 {
+                break;
+            }
+            let at_ms = minute * 1000 + (t * 60_000.0) as i64;
+            let which: f64 = rng.random::<f64>() * rate;
+            let (problems, place): (&[(ProblemKind, f64)], &Place) = if which < background {
+                let p = pick(service.places.iter().map(|p| p.weight), rng.random());
+                (&service.problems, &service.places[p])
+            } else {
+                let e = pick(extra.iter().map(|e| e.2), rng.random());
+                let (oi, pi, _) = extra[e];
+                (&outages[oi].problems, &outages[oi].places[pi])
+            };
+            let problem = problems[pick(problems.iter().map(|p| p.1), rng.random())]
+                .0
+                .clone();
+            if at_ms >= self.from_ms && at_ms < self.to_ms {
+                out.push(Report {
+                    service: si,
+                    problem,
+                    country: place.country,
+                    city: place.city.clone(),
+                    at_ms,
+                });
+            }
+        }
+    }
+}
+
+impl Iterator for Reports<'_> {
+    type Item = Report;
+
+    fn next(&mut self) -> Option<Report> {
+        loop {
+            if let Some(r) = self.ready.next() {
+                return Some(r);
+            }
+            if self.minute >= self.end {
+                return None;
+            }
+            let minute = self.minute;
+            let mut out = Vec::new();
+            for si in 0..self.scenario.services.len() {
+                self.draw(si, minute, &mut out);
+            }
+            // Stable: equal times keep their services' order, as in one sort
+            // of everything.
+            out.sort_by_key(|r| (r.at_ms, r.service));
+            self.ready = out.into_iter();
+            self.minute += 60;
+        }
+    }
 }
 
 #[cfg(test)]

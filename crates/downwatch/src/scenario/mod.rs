@@ -10,7 +10,7 @@ mod format;
 pub mod generate;
 
 pub use format::{Expectation, Outage, Place, Rhythm, Scenario, ServiceSpec};
-pub use generate::{Report, generate};
+pub use generate::{Report, Reports, generate};
 
 use anyhow::{Context, bail};
 use std::path::Path;
