@@ -163,11 +163,12 @@ enum Command {
         #[arg(long)]
         csv: Option<PathBuf>,
         /// How fast the server's clock runs: 1 for the system clock, N for a
-        /// server started with DOWNWATCH_CLOCK=…@N.
-        #[arg(long, default_value_t = 1.0)]
+        /// server started with DOWNWATCH_CLOCK=…@N (0.01 to 10000).
+        #[arg(long, default_value_t = 1.0, value_parser = downwatch::replay::parse_speed)]
         speed: f64,
         /// The scenario's day 0: a time, `now`, or `now-14d` (day 14 is now);
-        /// default the scenario's own start.
+        /// default the scenario's own start. With --target, `now` is the
+        /// server's clock.
         #[arg(long)]
         start: Option<String>,
         /// Only from this offset from day 0 (e.g. `14d 8h`).

@@ -12,7 +12,7 @@
 //! `X-Forwarded-For`, so the server must trust this machine as a proxy
 //! (`DOWNWATCH_TRUSTED_PROXIES`).
 
-use crate::scenario::{Report, Scenario, generate, parse_duration};
+use crate::scenario::{Report, Reports, Scenario, parse_duration};
 use anyhow::{Context, bail};
 use downwatch_core::time::rfc3339;
 use futures_util::StreamExt;
@@ -62,11 +62,11 @@ impl Window {
 
 /// `--start`: the scenario's day 0, as a time, `now` (the current minute)
 /// or `now-DURATION` (`now-14d`: day 14 is today, so history written with
-/// `--until 14d` ends now and a replay `--from 14d` starts now).
-pub fn parse_start(s: &str) -> anyhow::Result<i64> {
+/// `--until 14d` ends now and a replay `--from 14d` starts now); `now` is
+/// the unix second given.
+pub fn parse_start(s: &str, now: i64) -> anyhow::Result<i64> {
     let t = s.trim();
     if let Some(rest) = t.strip_prefix("now") {
-        let now = chrono::Utc::now().timestamp();
         let now = now - now.rem_euclid(60);
         if rest.is_empty() {
             return Ok(now);
@@ -85,12 +85,67 @@ pub fn parse_start(s: &str) -> anyhow::Result<i64> {
     crate::detect::parse_time(s, "start")
 }
 
-/// Writes the window's reports in `downwatch import`'s format; returns how many.
+/// `--start` resolved: `now` is the server's clock when there is a
+/// `target` (its clock may be simulated, and is the one reports are
+/// stamped by), this machine's otherwise (`--csv`).
+pub async fn resolve_start(s: &str, target: Option<&str>) -> anyhow::Result<i64> {
+    let now = match target {
+        Some(base) if s.trim().starts_with("now") => {
+            server_time(&http_client()?, base.trim_end_matches('/')).await?
+        }
+        _ => chrono::Utc::now().timestamp(),
+    };
+    parse_start(s, now)
+}
+
+/// `--speed`: how fast the server's clock runs, within what
+/// `DOWNWATCH_CLOCK` accepts (a tiny one would put reports years away).
+pub fn parse_speed(s: &str) -> Result<f64, String> {
+    let max = downwatch_core::clock::MAX_SPEED;
+    s.trim()
+        .parse::<f64>()
+        .ok()
+        .filter(|v| v.is_finite() && (MIN_SPEED..=max).contains(v))
+        .ok_or_else(|| format!("expected a number from {MIN_SPEED} to {max}, got {s:?}"))
+}
+
+/// The slowest server clock a replay accepts, as `DOWNWATCH_CLOCK` does.
+pub const MIN_SPEED: f64 = 0.01;
+
+/// How far off (real time) the first report may be before the replay
+/// warns that `--start` or `--speed` are probably not what was meant.
+const FAR_OFF: Duration = Duration::from_secs(300);
+
+/// The warning to give when the first report of `window` is due more than
+/// [`FAR_OFF`] after the server's `origin` at `speed`.
+fn far_off_warning(window: Window, origin: i64, speed: f64) -> Option<String> {
+    let wait = (window.from - origin) as f64 / speed;
+    (wait > FAR_OFF.as_secs_f64()).then(|| {
+        format!(
+            "replay: warning: the first report is due in {:.0} min of real time (the server's \
+             clock reads {}, the window starts at {}, at {speed}x); check --start and --speed",
+            wait / 60.0,
+            rfc3339(origin),
+            rfc3339(window.from)
+        )
+    })
+}
+
+fn http_client() -> anyhow::Result<reqwest::Client> {
+    Ok(reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .no_proxy()
+        .build()?)
+}
+
+/// Writes the window's reports in `downwatch import`'s format, a minute at
+/// a time (memory holds one minute's reports); returns how many.
 pub fn write_csv(scenario: &Scenario, window: Window, out: impl Write) -> anyhow::Result<usize> {
     let mut w = csv::Writer::from_writer(out);
     w.write_record(crate::import::COLUMNS)?;
-    let reports = generate(scenario, window.from, window.to);
-    for r in &reports {
+    let mut n = 0;
+    for r in Reports::new(scenario, window.from, window.to) {
+        n += 1;
         w.write_record([
             scenario.services[r.service].slug.as_str(),
             r.problem.as_str(),
@@ -100,7 +155,7 @@ pub fn write_csv(scenario: &Scenario, window: Window, out: impl Write) -> anyhow
         ])?;
     }
     w.flush()?;
-    Ok(reports.len())
+    Ok(n)
 }
 
 #[derive(Debug, Clone)]
@@ -170,21 +225,41 @@ async fn server_time(client: &reqwest::Client, base: &str) -> anyhow::Result<i64
     Ok(t.timestamp())
 }
 
+/// The problem kinds each service's reports in `window` may have: its
+/// own if it has ordinary reports, and those of its outages that overlap
+/// the window.
+fn kinds_in(scenario: &Scenario, window: Window) -> Vec<BTreeSet<&str>> {
+    scenario
+        .services
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            let mut kinds: BTreeSet<&str> = BTreeSet::new();
+            if s.per_hour > 0.0 {
+                kinds.extend(s.problems.iter().map(|p| p.0.as_str()));
+            }
+            for o in scenario.outages.iter().filter(|o| o.service == i) {
+                let last = o.places.iter().map(|p| o.end_of(p)).max().unwrap_or(0);
+                let from = scenario.start + o.start;
+                if from < window.to && from + last + o.fall > window.from {
+                    kinds.extend(o.problems.iter().map(|p| p.0.as_str()));
+                }
+            }
+            kinds
+        })
+        .collect()
+}
+
 /// Makes sure the server has the scenario's services with the problem
-/// kinds the window uses (creating or extending them with an admin token).
+/// kinds the window may use (creating or extending them with an admin token).
 async fn prepare_services(
     client: &reqwest::Client,
     opts: &HttpOptions,
     scenario: &Scenario,
-    reports: &[Report],
+    window: Window,
 ) -> anyhow::Result<()> {
     let base = opts.target.trim_end_matches('/');
-    for (i, s) in scenario.services.iter().enumerate() {
-        let needed: BTreeSet<&str> = reports
-            .iter()
-            .filter(|r| r.service == i)
-            .map(|r| r.problem.as_str())
-            .collect();
+    for (s, needed) in scenario.services.iter().zip(kinds_in(scenario, window)) {
         if needed.is_empty() {
             continue;
         }
@@ -254,53 +329,73 @@ async fn prepare_services(
     Ok(())
 }
 
-/// Sends the window's reports as the server's clock reaches them.
+/// Sends the window's reports as the server's clock reaches them, drawing
+/// them a minute at a time.
 pub async fn replay_http(
     scenario: &Scenario,
     window: Window,
     opts: &HttpOptions,
 ) -> anyhow::Result<Summary> {
-    if !(opts.speed.is_finite() && opts.speed > 0.0) {
-        bail!("--speed: must be a positive number");
+    if !(opts.speed.is_finite()
+        && (MIN_SPEED..=downwatch_core::clock::MAX_SPEED).contains(&opts.speed))
+    {
+        bail!(
+            "--speed: must be a number from {MIN_SPEED} to {}",
+            downwatch_core::clock::MAX_SPEED
+        );
     }
     let base = opts.target.trim_end_matches('/').to_owned();
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(30))
-        .no_proxy()
-        .build()?;
-    let all = generate(scenario, window.from, window.to);
-    prepare_services(&client, opts, scenario, &all).await?;
+    let client = http_client()?;
+    prepare_services(&client, opts, scenario, window).await?;
     let origin = server_time(&client, &base).await?;
     let started = Instant::now();
-    let (skipped, due): (Vec<Report>, Vec<Report>) =
-        all.into_iter().partition(|r| r.at_ms < origin * 1000);
+    let speed = opts.speed;
+    // The last report's wait, the longest: refused when no clock can wait
+    // that long, rather than failing (or panicking) report by report.
+    let longest = (window.to - origin).max(0) as f64 / speed;
+    let last_due = Duration::try_from_secs_f64(longest)
+        .ok()
+        .and_then(|d| started.checked_add(d))
+        .ok_or_else(|| {
+            anyhow::anyhow!(
+                "--speed: at {speed}x the window's last report would be due in {longest:.0} s"
+            )
+        })?;
+    if let Some(w) = far_off_warning(window, origin, speed) {
+        eprintln!("{w}");
+    }
     if opts.verbose {
         eprintln!(
-            "replay: {} reports from {} to {} (server time {}, speed {}); {} before the server's time skipped",
-            due.len() + skipped.len(),
+            "replay: reports from {} to {} (server time {}, speed {}); those before the \
+             server's time are skipped",
             rfc3339(window.from),
             rfc3339(window.to),
             rfc3339(origin),
             opts.speed,
-            skipped.len()
         );
     }
     let summary = Arc::new(std::sync::Mutex::new(Summary {
-        reports: due.len() + skipped.len(),
-        skipped: skipped.len(),
         server_time: rfc3339(origin),
         ..Summary::default()
     }));
     let offset: u64 = rand::random::<u64>() & 0x00ff_ffff;
     let counter = Arc::new(AtomicU64::new(0));
-    let total = due.len();
     let slugs: Vec<String> = scenario
         .services
         .iter()
         .map(|s| s.slug.as_str().to_owned())
         .collect();
-    let speed = opts.speed;
-    futures_util::stream::iter(due.into_iter().enumerate())
+    // Reports older than the server's clock would be stamped at the wrong
+    // time: counted and skipped as they are drawn.
+    let due = Reports::new(scenario, window.from, window.to).filter(|r| {
+        let late = r.at_ms < origin * 1000;
+        if let Ok(mut s) = summary.lock() {
+            s.reports += 1;
+            s.skipped += usize::from(late);
+        }
+        !late
+    });
+    futures_util::stream::iter(due.enumerate())
         .map(|(i, r)| {
             let client = client.clone();
             let base = base.clone();
@@ -309,8 +404,12 @@ pub async fn replay_http(
             let slug = slugs[r.service].clone();
             async move {
                 let wait = (r.at_ms - origin * 1000) as f64 / 1000.0 / speed;
-                tokio::time::sleep_until((started + Duration::from_secs_f64(wait.max(0.0))).into())
-                    .await;
+                let at = Duration::try_from_secs_f64(wait.max(0.0))
+                    .ok()
+                    .and_then(|d| started.checked_add(d))
+                    .unwrap_or(last_due)
+                    .min(last_due);
+                tokio::time::sleep_until(at.into()).await;
                 send(
                     &client,
                     &base,
@@ -321,8 +420,8 @@ pub async fn replay_http(
                 )
                 .await;
                 let done = counter.fetch_add(1, Ordering::Relaxed) + 1;
-                if opts.verbose && (done.is_multiple_of(1000) || done as usize == total) {
-                    eprintln!("replay: {done}/{total} sent");
+                if opts.verbose && done.is_multiple_of(1000) {
+                    eprintln!("replay: {done} sent");
                 }
             }
         })
@@ -330,6 +429,9 @@ pub async fn replay_http(
         .collect::<Vec<()>>()
         .await;
     let out = summary.lock().map(|s| s.clone()).unwrap_or_default();
+    if opts.verbose {
+        eprintln!("replay: {} sent", out.stored + out.failed);
+    }
     Ok(out)
 }
 
@@ -434,7 +536,12 @@ pub struct Args {
 pub async fn run(args: &Args) -> anyhow::Result<()> {
     let mut scenario = crate::scenario::load(&args.scenario)?;
     if let Some(start) = &args.start {
-        scenario = scenario.starting_at(parse_start(start)?);
+        let target = args
+            .csv
+            .is_none()
+            .then_some(args.target.as_deref())
+            .flatten();
+        scenario = scenario.starting_at(resolve_start(start, target).await?);
     }
     let window = Window::of(&scenario, args.from.as_deref(), args.until.as_deref())?;
     match (&args.csv, &args.target) {
@@ -512,10 +619,49 @@ mod tests {
         assert!(Window::of(&s, Some("2h"), Some("1h")).is_err());
         assert!(Window::of(&s, Some("soon"), None).is_err());
         assert_eq!(client_address(0x01_02_03), "10.1.2.3");
-        let now = parse_start("now").unwrap();
-        assert_eq!(now % 60, 0);
-        assert_eq!(parse_start("now-14d").unwrap(), now - 14 * 86_400);
-        assert_eq!(parse_start("2024-03-04").unwrap(), 1_709_510_400);
-        assert!(parse_start("now+1d").is_err());
+        let now = 1_710_720_030; // 2024-03-18T00:00:30Z
+        assert_eq!(parse_start("now", now).unwrap(), 1_710_720_000);
+        assert_eq!(
+            parse_start("now-14d", now).unwrap(),
+            1_710_720_000 - 14 * 86_400
+        );
+        assert_eq!(parse_start("2024-03-04", now).unwrap(), 1_709_510_400);
+        assert!(parse_start("now+1d", now).is_err());
+    }
+
+    #[test]
+    fn speeds_are_bounded_and_a_far_off_first_report_is_warned_of() {
+        assert_eq!(parse_speed("200"), Ok(200.0));
+        assert_eq!(parse_speed(" 0.01 "), Ok(0.01));
+        for bad in ["0", "-1", "1e-300", "0.001", "NaN", "inf", "20000", "fast"] {
+            assert!(parse_speed(bad).is_err(), "{bad}");
+        }
+        let w = Window {
+            from: 10_000,
+            to: 20_000,
+        };
+        // 10,000 s ahead at 200x: 50 s away, fine; at 20x: 500 s, warned.
+        assert_eq!(far_off_warning(w, 0, 200.0), None);
+        let warning = far_off_warning(w, 0, 20.0).unwrap();
+        assert!(warning.contains("due in 8 min"), "{warning}");
+        assert_eq!(far_off_warning(w, 15_000, 0.01), None, "already due");
+    }
+
+    #[test]
+    fn the_kinds_a_window_may_use_come_from_the_services_and_overlapping_outages() {
+        let s = crate::scenario::load("small-service-partial").unwrap();
+        let names = |w: Window| -> Vec<Vec<String>> {
+            kinds_in(&s, w)
+                .into_iter()
+                .map(|k| k.into_iter().map(str::to_owned).collect())
+                .collect()
+        };
+        let all = names(Window::of(&s, None, None).unwrap());
+        let quiet = names(Window::of(&s, Some("1d"), Some("2d")).unwrap());
+        // Every kind a report of the whole scenario has is prepared.
+        for r in crate::scenario::generate(&s, s.start, s.start + 86_400) {
+            assert!(all[r.service].iter().any(|k| k == r.problem.as_str()));
+        }
+        assert!(quiet.iter().zip(&all).all(|(q, a)| q.len() <= a.len()));
     }
 }

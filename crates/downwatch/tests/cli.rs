@@ -469,6 +469,46 @@ fn a_replayed_scenario_imports_and_detects_as_its_outage() {
     // And one of --target or --csv is needed.
     let out = downwatch().args(["replay", "quiet-week"]).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
+    // A speed the server's clock cannot have is refused before anything
+    // is asked of the target (nothing listens on port 9).
+    for speed in ["0.001", "1e-300", "NaN", "0", "100000"] {
+        let out = downwatch()
+            .args(["replay", "quiet-week", "--target", "http://127.0.0.1:9"])
+            .args(["--speed", speed])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{speed}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("--speed") && err.contains("0.01 to 10000"),
+            "{err}"
+        );
+    }
+}
+
+/// A scenario file too big for anyone to have meant it is refused at once,
+/// naming its field, before a single report is drawn.
+#[test]
+fn a_hostile_scenario_file_is_refused_naming_its_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("huge.toml");
+    std::fs::write(
+        &file,
+        "seed = 1\nstart = \"2024-01-01T00:00:00Z\"\nlength = \"400d\"\n\
+         [[service]]\nslug = \"acme\"\nper_hour = 900000\nproblems = { app = 1 }\n",
+    )
+    .unwrap();
+    let out = downwatch()
+        .args(["replay"])
+        .arg(&file)
+        .args(["--csv", "-"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(out.stdout.is_empty(), "nothing written");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("service[0] (acme).per_hour"), "{err}");
+    assert!(err.contains("more than 50000000"), "{err}");
 }
 
 /// `downwatch demo` at a high speed with a short history: it says where to

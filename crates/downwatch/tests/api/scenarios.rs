@@ -7,7 +7,7 @@
 
 use crate::both_modes;
 use crate::helpers::{Backing, spawn_app_with};
-use downwatch::replay::{HttpOptions, Window, replay_http, write_csv};
+use downwatch::replay::{HttpOptions, Window, replay_http, resolve_start, write_csv};
 use downwatch::scenario::{self, Found, Scenario};
 use downwatch_store::{IncidentQuery, Storage};
 use serde_json::Value;
@@ -20,6 +20,7 @@ both_modes!(
     a_small_services_short_partial_outage_is_found,
     an_ordinary_quiet_week_has_no_incident,
     a_scenario_replayed_over_http_on_an_accelerated_clock_is_detected_live,
+    replay_places_now_by_the_servers_clock_and_refuses_a_speed_too_slow,
 );
 
 /// The incidents stored, as [`scenario::check`] reads them.
@@ -215,5 +216,47 @@ async fn a_scenario_replayed_over_http_on_an_accelerated_clock_is_detected_live(
         })
         .collect();
     assert_as_expected(&scenario, &found);
+    app.stop().await;
+}
+
+async fn replay_places_now_by_the_servers_clock_and_refuses_a_speed_too_slow(b: Backing) {
+    // A server whose clock reads 2024-03-18 19:00 and barely moves.
+    let app = spawn_app_with(
+        &b,
+        &[
+            ("DOWNWATCH_CLOCK", "2024-03-18T19:00:00Z@0.01"),
+            ("DOWNWATCH_ALLOW_SIMULATED_CLOCK", "1"),
+        ],
+    )
+    .await;
+    // `now` is the server's minute, not this machine's.
+    let day0 = resolve_start("now-14d 19h", Some(&app.address))
+        .await
+        .unwrap();
+    assert_eq!(time(day0), "2024-03-04T00:00:00+00:00");
+    let here = resolve_start("now", None).await.unwrap();
+    assert!((here - chrono::Utc::now().timestamp()).abs() <= 60);
+    // A speed too slow to wait for is an error, before anything is sent.
+    let scenario = scenario::load("small-service-partial")
+        .unwrap()
+        .starting_at(day0);
+    let window = Window::of(&scenario, Some("14d 19h"), Some("14d 20h")).unwrap();
+    for speed in [1e-300, 0.0, f64::NAN] {
+        let e = replay_http(
+            &scenario,
+            window,
+            &HttpOptions {
+                target: app.address.clone(),
+                speed,
+                concurrency: 4,
+                admin_token: None,
+                verbose: false,
+            },
+        )
+        .await
+        .unwrap_err();
+        assert!(e.to_string().contains("--speed"), "{e}");
+    }
+    assert_eq!(b.stored_reports().await, 0);
     app.stop().await;
 }
