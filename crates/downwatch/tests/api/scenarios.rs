@@ -184,6 +184,10 @@ async fn a_scenario_replayed_over_http_on_an_accelerated_clock_is_detected_live(
     assert_eq!(summary.rate_limited, 0);
     assert_eq!(summary.stored as usize + summary.skipped, summary.reports);
     assert!(summary.stored > 100, "{summary:?}");
+    // Each report stamped within the detection tolerance of its scenario
+    // time (10 simulated minutes: 3 real seconds at 200x; about 86
+    // simulated seconds were seen under the whole suite on 2 cores).
+    assert!(summary.max_lag_s < 600.0, "{summary:?}");
 
     // The live detector finds the outage and, half an hour (of its clock)
     // of calm later, resolves it; the incidents carry the server's
