@@ -198,8 +198,9 @@ enum Command {
         /// How much faster than real time the demo's clock runs.
         #[arg(long, default_value_t = 20.0)]
         speed: f64,
-        /// Days of generated history before the live outage.
-        #[arg(long, default_value_t = 21)]
+        /// Days of generated history before the live outage (15 to 60: the
+        /// detector learns from 14).
+        #[arg(long, default_value_t = 21, value_parser = clap::value_parser!(i64).range(15..=60))]
         history_days: i64,
         /// Stop once the live incident has resolved.
         #[arg(long)]

@@ -484,6 +484,13 @@ fn a_replayed_scenario_imports_and_detects_as_its_outage() {
             "{err}"
         );
     }
+    // The demo needs the 14 days the detector learns from, and one more.
+    let out = downwatch()
+        .args(["demo", "--history-days", "14", "--exit"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--history-days"));
 }
 
 /// A scenario file too big for anyone to have meant it is refused at once,
