@@ -2,6 +2,11 @@
 
 use chrono::{DateTime, SecondsFormat, Utc};
 
+/// The last second the API, imports and the databases take: 9999-12-31T23:59:59Z.
+/// The first is the epoch, 1970-01-01T00:00:00Z. Within these bounds a time
+/// in microseconds (SQLite's encoding) cannot overflow.
+pub const LAST_SECOND: i64 = 253_402_300_799;
+
 /// Unix seconds as RFC 3339 to the second (`2022-10-25T07:00:00Z`); the
 /// epoch when out of range.
 pub fn rfc3339(secs: i64) -> String {

@@ -32,8 +32,7 @@ pub const COLUMNS: [&str; 5] = ["service", "problem", "country", "city", "report
 /// long the file.
 pub const CHUNK_ROWS: usize = 50_000;
 
-/// The latest accepted time, 9999-12-31T23:59:59Z; the earliest is the epoch.
-const LAST_SECOND: i64 = 253_402_300_799;
+use downwatch_core::time::LAST_SECOND;
 
 /// A rejected row (or header): its line in the file (the header is line 1)
 /// and the field at fault, if one is.
@@ -647,5 +646,137 @@ mod tests {
         let e = validate(csv.as_bytes(), &[]).unwrap_err();
         let e = e.downcast_ref::<RowError>().unwrap();
         assert_eq!((e.line, e.field), (28, Some("problem")), "{e}");
+    }
+}
+
+/// Properties over generated files: any bytes are read or refused by line,
+/// never a panic; well-formed rows, written by a CSV writer, read back as
+/// written; one bad value among good rows is named by its line and field.
+#[cfg(test)]
+mod properties {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use proptest::prelude::*;
+
+    #[derive(Debug, Clone)]
+    struct Row {
+        service: String,
+        problem: String,
+        country: String,
+        city: String,
+        secs: i64,
+        spaced: bool,
+    }
+
+    fn row() -> impl Strategy<Value = Row> {
+        (
+            "[a-z0-9][a-z0-9-]{0,20}",
+            "[a-z][a-z0-9-]{0,10}",
+            prop::sample::select(vec!["", "FR", "DE", "US", "GB", "UA", "RU", "JP"]),
+            // Cities with commas, quotes, accents and scripts; no control
+            // characters, at most 80 once trimmed.
+            "[ a-zA-Z,\"'éßЖ京-]{0,70}",
+            0i64..LAST_SECOND,
+            any::<bool>(),
+        )
+            .prop_map(|(service, problem, country, city, secs, spaced)| Row {
+                service,
+                problem,
+                country: country.to_owned(),
+                city,
+                secs,
+                spaced,
+            })
+    }
+
+    fn write(rows: &[Row]) -> Vec<u8> {
+        let mut w = csv::Writer::from_writer(Vec::new());
+        w.write_record(COLUMNS).unwrap();
+        for r in rows {
+            let t = chrono::DateTime::from_timestamp(r.secs, 0).unwrap();
+            let shown = if r.spaced {
+                t.format("%Y-%m-%d %H:%M:%S").to_string()
+            } else {
+                t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+            };
+            w.write_record([&r.service, &r.problem, &r.country, &r.city, &shown])
+                .unwrap();
+        }
+        w.into_inner().unwrap()
+    }
+
+    fn read(bytes: &[u8]) -> anyhow::Result<Vec<(u64, ImportRow)>> {
+        let mut out = Vec::new();
+        for_each_row(bytes, |row, line| {
+            out.push((line, row));
+            Ok(())
+        })?;
+        Ok(out)
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(300))]
+
+        #[test]
+        fn any_bytes_are_read_or_refused_by_line(
+            body in proptest::collection::vec(any::<u8>(), 0..400),
+            with_header in any::<bool>(),
+        ) {
+            let mut input = if with_header {
+                b"service,problem,country,city,reported_at\n".to_vec()
+            } else {
+                Vec::new()
+            };
+            input.extend_from_slice(&body);
+            let lines = input.iter().filter(|&&b| b == b'\n').count() as u64 + 1;
+            if let Err(e) = read(&input) {
+                // Either a row error inside the file, or the reader's own
+                // complaint (invalid UTF-8 in the header), never a panic.
+                if let Some(e) = e.downcast_ref::<RowError>() {
+                    prop_assert!((1..=lines).contains(&e.line), "{e}");
+                }
+            }
+            let _ = validate(input.as_slice(), &[]);
+        }
+
+        #[test]
+        fn well_formed_rows_read_back_as_written(rows in proptest::collection::vec(row(), 1..40)) {
+            let got = read(&write(&rows)).unwrap();
+            prop_assert_eq!(got.len(), rows.len());
+            for (i, (r, (line, g))) in rows.iter().zip(&got).enumerate() {
+                prop_assert_eq!(*line, i as u64 + 2);
+                prop_assert_eq!(g.service.as_str(), r.service.as_str());
+                prop_assert_eq!(g.problem.as_str(), r.problem.as_str());
+                prop_assert_eq!(g.country.map(|c| c.as_str().to_owned()).unwrap_or_default(), r.country.clone());
+                prop_assert_eq!(g.city.as_ref().map(City::as_str).unwrap_or(""), r.city.trim());
+                prop_assert_eq!(g.reported_at.timestamp(), r.secs);
+            }
+            let plan = validate(write(&rows).as_slice(), &[]).unwrap();
+            prop_assert_eq!(plan.rows, rows.len() as u64);
+        }
+
+        #[test]
+        fn one_bad_value_is_named_by_its_line_and_field(
+            rows in proptest::collection::vec(row(), 1..20),
+            at in any::<prop::sample::Index>(),
+            which in 0usize..5,
+        ) {
+            let mut rows = rows;
+            let k = at.index(rows.len());
+            let bad = &mut rows[k];
+            match which {
+                0 => bad.service = format!("-{}", bad.service),
+                1 => bad.problem = format!("{}!", bad.problem),
+                2 => bad.country = "ZZ".to_owned(),
+                3 => bad.city = format!("{}\u{7}", "x".repeat(3)),
+                _ => bad.secs = -1,
+            }
+            // -1 is written as 1969-12-31T23:59:59Z: a second before the epoch.
+            let file = write(&rows);
+            let e = read(&file).unwrap_err();
+            let e = e.downcast_ref::<RowError>().unwrap();
+            prop_assert_eq!(e.line, k as u64 + 2, "{}", e);
+            prop_assert_eq!(e.field, Some(COLUMNS[which]), "{}", e);
+        }
     }
 }

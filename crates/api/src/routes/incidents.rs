@@ -50,7 +50,7 @@ struct ListQuery {
     /// Only this service's incidents (its slug).
     service: Option<String>,
     /// Only incidents of this scope: `global`, or a country code.
-    #[param(pattern = "^(global|[A-Z]{2})$")]
+    #[param(value_type = Option<crate::openapi::Scope>)]
     country: Option<String>,
     /// Only incidents that started at or after this time (RFC 3339).
     #[param(format = DateTime)]
@@ -66,6 +66,7 @@ struct ListQuery {
     #[param(value_type = Option<i64>, minimum = 1, maximum = 1000)]
     limit: Option<String>,
     /// The `next_cursor` of the previous page (CSV: in the `Link` header).
+    #[param(pattern = "^s-?[0-9]{1,18}i-?[0-9]{1,18}$")]
     cursor: Option<String>,
     /// `csv` for CSV, `json` for JSON; by default JSON unless `Accept`
     /// asks for `text/csv`.
@@ -82,7 +83,13 @@ pub fn decode_cursor(c: &str) -> Result<(i64, i64), ApiError> {
     let bad = || ApiError::bad_param("cursor", "must be a next_cursor this API returned");
     let rest = c.strip_prefix('s').ok_or_else(bad)?;
     let (s, i) = rest.split_once('i').ok_or_else(bad)?;
-    Ok((s.parse().map_err(|_| bad())?, i.parse().map_err(|_| bad())?))
+    let started: i64 = s.parse().map_err(|_| bad())?;
+    let id: i64 = i.parse().map_err(|_| bad())?;
+    // Only times the API can hand out (so no query overflows on them).
+    if !(0..=downwatch_core::time::LAST_SECOND).contains(&started) {
+        return Err(bad());
+    }
+    Ok((started, id))
 }
 
 fn wants_csv(req: &HttpRequest, format: Option<&str>) -> Result<bool, ApiError> {
@@ -404,5 +411,32 @@ mod tests {
         let r = incident_range(0, Some(30 * 86_400), 0);
         assert!((r.to - r.from) / r.step <= MAX_POINTS, "{r:?}");
         assert_eq!(r.step, 300);
+    }
+}
+
+/// Properties of the cursor: what the API hands out comes back; anything
+/// else is a 400 naming `cursor`, never a panic.
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(500))]
+
+        #[test]
+        fn cursors_round_trip(s in 0..=downwatch_core::time::LAST_SECOND, i in any::<i64>()) {
+            prop_assert_eq!(decode_cursor(&format!("s{s}i{i}")).unwrap(), (s, i));
+        }
+
+        #[test]
+        fn any_text_is_a_cursor_or_a_named_400(c in "\\PC{0,40}|s-?[0-9]{0,22}i-?[0-9]{0,22}") {
+            if let Err(e) = decode_cursor(&c) {
+                match e {
+                    ApiError::BadRequest(errs) => prop_assert_eq!(errs[0].field.as_str(), "cursor"),
+                    other => prop_assert!(false, "not a named 400: {:?}", other),
+                }
+            }
+        }
     }
 }

@@ -32,7 +32,7 @@ struct SeriesQuery {
     #[param(value_type = Option<crate::openapi::Step>, inline)]
     step: Option<String>,
     /// Only reports from this country (ISO 3166-1 alpha-2, upper case).
-    #[param(pattern = "^[A-Z]{2}$")]
+    #[param(value_type = Option<crate::openapi::Country>)]
     country: Option<String>,
 }
 
@@ -93,15 +93,24 @@ pub async fn points(
     Ok(points)
 }
 
+/// An RFC 3339 time between the epoch and the end of year 9999 (what the
+/// databases hold; anything else could only overflow or find nothing).
 pub fn parse_time(field: &str, s: &str) -> Result<DateTime<Utc>, ApiError> {
-    DateTime::parse_from_rfc3339(s)
+    let t = DateTime::parse_from_rfc3339(s)
         .map(|t| t.with_timezone(&Utc))
         .map_err(|_| {
             ApiError::bad_param(
                 field,
                 "must be an RFC 3339 timestamp such as 2022-10-25T07:00:00Z",
             )
-        })
+        })?;
+    if !(0..=downwatch_core::time::LAST_SECOND).contains(&t.timestamp()) {
+        return Err(ApiError::bad_param(
+            field,
+            "must be between 1970-01-01T00:00:00Z and 9999-12-31T23:59:59Z",
+        ));
+    }
+    Ok(t)
 }
 
 pub use downwatch_core::time::rfc3339;
@@ -276,5 +285,67 @@ mod tests {
         .unwrap();
         assert_eq!(rfc3339(r.from), "2024-03-01T00:00:00Z");
         assert_eq!(rfc3339(r.to), "2024-03-03T00:00:00Z");
+    }
+}
+
+/// Properties of the range parser over generated query values.
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn field_of(e: ApiError) -> String {
+        match e {
+            ApiError::BadRequest(errs) => errs[0].field.clone(),
+            other => panic!("not a named 400: {other:?}"),
+        }
+    }
+
+    /// Timestamps as clients send them: valid, odd offsets, or nonsense.
+    fn time_text() -> impl Strategy<Value = String> {
+        prop_oneof![
+            (-62_135_596_800i64..253_402_300_799, -86_399i32..86_399).prop_map(|(t, off)| {
+                let off = chrono::FixedOffset::east_opt(off / 60 * 60).unwrap();
+                DateTime::from_timestamp(t, 0)
+                    .unwrap()
+                    .with_timezone(&off)
+                    .to_rfc3339()
+            }),
+            "\\PC{0,40}",
+            "[0-9T:Z+.-]{0,30}",
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(500))]
+
+        #[test]
+        fn any_query_is_a_bounded_aligned_range_or_a_named_400(
+            from in proptest::option::of(time_text()),
+            to in proptest::option::of(time_text()),
+            step in proptest::option::of(prop_oneof![
+                proptest::sample::select(vec!["60", "300", "900", "3600", "86400"]).prop_map(str::to_owned),
+                "-?[0-9]{0,25}",
+                "\\PC{0,10}",
+            ]),
+            now in 0i64..4_000_000_000,
+        ) {
+            let now = DateTime::from_timestamp(now, 0).unwrap();
+            match parse_range(from.as_deref(), to.as_deref(), step.as_deref(), now) {
+                Ok(r) => {
+                    prop_assert!(STEPS.contains(&r.step));
+                    prop_assert!(r.from < r.to);
+                    prop_assert_eq!(r.from % r.step, 0);
+                    prop_assert_eq!(r.to % r.step, 0);
+                    prop_assert!((r.to - r.from) / r.step <= MAX_POINTS);
+                    // Within what the databases hold (`to` may round up a step).
+                    prop_assert!(r.from >= 0 && r.to <= downwatch_core::time::LAST_SECOND + 86_400);
+                }
+                Err(e) => {
+                    let f = field_of(e);
+                    prop_assert!(["from", "to", "step"].contains(&f.as_str()), "{}", f);
+                }
+            }
+        }
     }
 }
