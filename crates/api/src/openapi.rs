@@ -84,7 +84,7 @@ Admin endpoints take `Authorization: Bearer <token>` (the `DOWNWATCH_ADMIN_TOKEN
         crate::routes::webhooks::remove,
     ),
     components(
-        schemas(Problem, FieldError, StreamStatusEvent, StreamIncidentEvent, StreamCountsEvent),
+        schemas(Problem, FieldError, Country, Scope, StreamStatusEvent, StreamIncidentEvent, StreamCountsEvent),
         responses(
             BadRequest,
             Unauthorized,
@@ -214,6 +214,45 @@ pub enum Level {
     Warning,
     Outage,
 }
+
+/// An assigned ISO 3166-1 alpha-2 code, upper case (an enum, so a
+/// well-formed but unassigned code such as `AA` is outside the document
+/// as it is outside the API).
+pub struct Country;
+
+fn country_codes(extra: Option<&'static str>) -> Vec<&'static str> {
+    extra
+        .into_iter()
+        .chain(downwatch_core::CountryCode::all())
+        .collect()
+}
+
+impl PartialSchema for Country {
+    fn schema() -> RefOr<Schema> {
+        ObjectBuilder::new()
+            .schema_type(SchemaType::Type(Type::String))
+            .enum_values(Some(country_codes(None)))
+            .description(Some("An assigned ISO 3166-1 alpha-2 code, upper case."))
+            .into()
+    }
+}
+
+impl ToSchema for Country {}
+
+/// An incident's scope: `global`, or an assigned country code.
+pub struct Scope;
+
+impl PartialSchema for Scope {
+    fn schema() -> RefOr<Schema> {
+        ObjectBuilder::new()
+            .schema_type(SchemaType::Type(Type::String))
+            .enum_values(Some(country_codes(Some("global"))))
+            .description(Some("`global`, or an assigned ISO 3166-1 alpha-2 code."))
+            .into()
+    }
+}
+
+impl ToSchema for Scope {}
 
 /// A series step in seconds.
 pub struct Step;
@@ -512,13 +551,20 @@ pub struct ServiceCreate {
     #[schema(pattern = "^[a-z0-9][a-z0-9-]{0,62}$")]
     pub slug: String,
     /// Display name: 1 to 100 characters after trimming, no control characters.
-    #[schema(min_length = 1, max_length = 100)]
+    #[schema(
+        min_length = 1,
+        max_length = 100,
+        pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$"
+    )]
     pub name: String,
     /// At most 40 characters; blank or `null` for none.
-    #[schema(max_length = 40)]
+    #[schema(max_length = 40, pattern = r"^[^\x00-\x1f\x7f-\x9f]*$")]
     pub category: Option<String>,
     /// An absolute http(s) URL of at most 300 characters; blank or `null` for none.
-    #[schema(max_length = 300, pattern = "^https?://")]
+    #[schema(
+        max_length = 300,
+        pattern = r"^\s*(https?://[^\s\x00-\x1f\x7f-\x9f]+)?\s*$"
+    )]
     pub url: Option<String>,
     #[schema(schema_with = new_problem_kinds)]
     pub problems: Option<Vec<String>>,
@@ -531,13 +577,21 @@ pub struct ServiceCreate {
 #[schema(example = json!({"name": "ACME Cloud Platform", "problems": ["console", "api", "billing"]}))]
 pub struct ServicePatch {
     /// A new display name (not `null`): 1 to 100 characters after trimming.
-    #[schema(nullable = false, min_length = 1, max_length = 100)]
+    #[schema(
+        nullable = false,
+        min_length = 1,
+        max_length = 100,
+        pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$"
+    )]
     pub name: Option<String>,
     /// A new category; `null` or blank removes it.
-    #[schema(max_length = 40)]
+    #[schema(max_length = 40, pattern = r"^[^\x00-\x1f\x7f-\x9f]*$")]
     pub category: Option<String>,
     /// A new homepage; `null` or blank removes it.
-    #[schema(max_length = 300, pattern = "^https?://")]
+    #[schema(
+        max_length = 300,
+        pattern = r"^\s*(https?://[^\s\x00-\x1f\x7f-\x9f]+)?\s*$"
+    )]
     pub url: Option<String>,
     #[schema(schema_with = changed_problem_kinds)]
     pub problems: Option<Vec<String>>,
@@ -587,15 +641,15 @@ pub struct ReportRequest {
     pub problem: String,
     /// An assigned upper-case ISO 3166-1 alpha-2 code. When absent, the
     /// server may take it from a configured proxy header.
-    #[schema(pattern = "^[A-Z]{2}$")]
+    #[schema(value_type = Option<Country>)]
     pub country: Option<String>,
     /// Free text, at most 80 characters after trimming, no control
     /// characters; blank is the same as absent.
-    #[schema(max_length = 80)]
+    #[schema(max_length = 80, pattern = r"^[^\x00-\x1f\x7f-\x9f]*$")]
     pub city: Option<String>,
-    /// An opaque id the page generates once (at most 64 bytes, no control
+    /// An opaque id the page generates once (at most 64 characters, no control
     /// characters), so one person's reports count once per window.
-    #[schema(max_length = 64)]
+    #[schema(max_length = 64, pattern = r"^[^\x00-\x1f\x7f-\x9f]*$")]
     pub client_id: Option<String>,
 }
 

@@ -25,6 +25,12 @@ VA VC VE VG VI VN VU WF WS XK YE YT ZA ZM ZW";
 pub struct CountryCode([u8; 2]);
 
 impl CountryCode {
+    /// Every code [`CountryCode::parse`] accepts, in order (for documents
+    /// such as the OpenAPI enum).
+    pub fn all() -> impl Iterator<Item = &'static str> {
+        ASSIGNED.split(' ')
+    }
+
     /// Strict: what a client sends in a report must already be upper case.
     pub fn parse(s: &str) -> Result<Self, String> {
         let b = s.as_bytes();

@@ -28,7 +28,7 @@ struct ChartQuery {
     #[param(value_type = Option<crate::openapi::Step>, inline)]
     step: Option<String>,
     /// Only reports from this country (ISO 3166-1 alpha-2, upper case).
-    #[param(pattern = "^[A-Z]{2}$")]
+    #[param(value_type = Option<crate::openapi::Country>)]
     country: Option<String>,
     /// Width in pixels; default 600.
     #[param(value_type = Option<u32>, minimum = 200, maximum = 4000)]

@@ -17,7 +17,7 @@ pub fn config(cfg: &mut web::ServiceConfig) {
     cfg.service(web::resource("/api/v1/services/{slug}/reports").post(submit));
 }
 
-/// The longest `client_id` kept: an opaque id a page generates once.
+/// The longest `client_id` kept, in characters: an opaque id a page generates once.
 const MAX_CLIENT_ID: usize = 64;
 
 #[derive(Serialize)]
@@ -155,11 +155,11 @@ async fn accept(
         .and_then(|c| City::parse(&c).map_err(|e| f.error("city", e)).ok())
         .flatten();
     let client_id = f.string("client_id").filter(|id| {
-        let ok = id.len() <= MAX_CLIENT_ID && !id.chars().any(char::is_control);
+        let ok = id.chars().count() <= MAX_CLIENT_ID && !id.chars().any(char::is_control);
         if !ok {
             f.error(
                 "client_id",
-                format!("at most {MAX_CLIENT_ID} bytes without control characters"),
+                format!("at most {MAX_CLIENT_ID} characters without control characters"),
             );
         }
         ok

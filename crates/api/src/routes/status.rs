@@ -22,7 +22,7 @@ pub fn config(cfg: &mut web::ServiceConfig) {
 struct StatusQuery {
     /// The levels and counts of one country (ISO 3166-1 alpha-2, upper
     /// case) instead of the global ones.
-    #[param(pattern = "^[A-Z]{2}$")]
+    #[param(value_type = Option<crate::openapi::Country>)]
     country: Option<String>,
 }
 
@@ -165,7 +165,7 @@ struct BreakdownQuery {
     #[param(format = DateTime)]
     to: Option<String>,
     /// Only reports from this country (ISO 3166-1 alpha-2, upper case).
-    #[param(pattern = "^[A-Z]{2}$")]
+    #[param(value_type = Option<crate::openapi::Country>)]
     country: Option<String>,
 }
 
