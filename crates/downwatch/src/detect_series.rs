@@ -194,3 +194,80 @@ mod tests {
         assert!(out.is_empty());
     }
 }
+
+/// Properties over generated input: any text is read or refused by line and
+/// field, never a panic; a well-formed series reads back exactly.
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    const FIELDS: [&str; 5] = ["header", "row", "timestamp", "count", "value"];
+
+    fn check_refusal(input: &[u8]) {
+        if let Err(e) = parse(input) {
+            let lines = input.iter().filter(|&&b| b == b'\n').count() as u64 + 1;
+            assert!(
+                (1..=lines).contains(&e.line),
+                "line {} outside 1..={lines}: {e}",
+                e.line
+            );
+            assert!(FIELDS.contains(&e.field.as_str()), "field {}", e.field);
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(300))]
+
+        #[test]
+        fn any_bytes_are_read_or_refused_by_line(input in proptest::collection::vec(any::<u8>(), 0..400)) {
+            check_refusal(&input);
+        }
+
+        #[test]
+        fn any_rows_under_a_good_header_are_read_or_refused_by_line(
+            rows in proptest::collection::vec("[0-9T:Z +.,eE-]{0,30}", 0..20)
+        ) {
+            let input = format!("timestamp,count\n{}", rows.join("\n"));
+            check_refusal(input.as_bytes());
+        }
+
+        #[test]
+        fn a_well_formed_series_reads_back_exactly_and_runs(
+            start in 0i64..4_000_000_000,
+            gaps in proptest::collection::vec(1i64..100_000, 0..60),
+            counts in proptest::collection::vec(0u32..100_000, 60),
+            spaced in any::<bool>(),
+            step in proptest::sample::select(vec![60i64, 300, 900, 3600]),
+        ) {
+            let mut t = start;
+            let mut want = Vec::new();
+            let mut csv = String::from("timestamp,count\n");
+            for (i, gap) in gaps.iter().enumerate() {
+                t += gap;
+                let ts = DateTime::<Utc>::from_timestamp(t, 0).unwrap();
+                let shown = if spaced {
+                    ts.format("%Y-%m-%d %H:%M:%S").to_string()
+                } else {
+                    ts.to_rfc3339_opts(SecondsFormat::Secs, true)
+                };
+                csv.push_str(&format!("{shown},{}\n", counts[i]));
+                want.push((t, f64::from(counts[i])));
+            }
+            prop_assert_eq!(parse(csv.as_bytes()).unwrap(), want.clone());
+            let mut out = Vec::new();
+            let n = run(csv.as_bytes(), "s", step, &mut out).unwrap();
+            let lines: Vec<Value> = out
+                .split(|&b| b == b'\n')
+                .filter(|l| !l.is_empty())
+                .map(|l| serde_json::from_slice(l).unwrap())
+                .collect();
+            prop_assert_eq!(lines.len(), n);
+            for l in &lines {
+                // The rise starts no later than it is detected.
+                prop_assert!(l["started_at"].as_str() <= l["detected_at"].as_str(), "{}", l);
+                prop_assert!(l["total_reports"].as_u64().is_some(), "{}", l);
+            }
+        }
+    }
+}
