@@ -6,6 +6,7 @@ mod cluster;
 mod detector;
 mod faults;
 mod feeds;
+mod fuzz;
 mod helpers;
 mod history;
 mod import;
