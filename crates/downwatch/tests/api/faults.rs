@@ -57,8 +57,14 @@ async fn kill_9_under_load_loses_no_acknowledged_report(b: Backing) {
     // Every 201 is in the database; nothing else is (a request cut by the
     // kill may or may not have committed, but no id is invented).
     let found = stored_among(&b, &result.acknowledged).await;
-    assert_eq!(found, result.acknowledged.len() as i64);
     let rows = b.stored_reports().await;
+    eprintln!(
+        "kill -9 ({:?}): {} acknowledged, {found} of them found, {rows} rows, {} requests cut",
+        b.mode,
+        result.acknowledged.len(),
+        result.failed
+    );
+    assert_eq!(found, result.acknowledged.len() as i64);
     assert!(rows >= found, "{rows} rows, {found} acknowledged");
     assert!(
         rows <= found + result.failed as i64,
@@ -112,10 +118,13 @@ async fn killing_one_of_two_instances_loses_nothing_acknowledged() {
         "the kill came while requests were in flight"
     );
     assert!(result.acknowledged.len() >= 2_000, "{result:?}");
-    assert_eq!(
-        stored_among(&b, &result.acknowledged).await,
-        result.acknowledged.len() as i64
+    let found = stored_among(&b, &result.acknowledged).await;
+    eprintln!(
+        "one of two instances killed: {} acknowledged, {found} of them found, {} requests cut",
+        result.acknowledged.len(),
+        result.failed
     );
+    assert_eq!(found, result.acknowledged.len() as i64);
     // Distinct clients, one report each: every stored report counted once,
     // whichever instance took it.
     assert_eq!(
@@ -454,5 +463,154 @@ async fn postgres_down_gives_503_keeps_reads_up_and_recovers_by_itself() {
     assert_eq!(app.get("/readyz").await.status(), 200);
     let fresh = app.get("/api/v1/services").await;
     assert!(!fresh.headers().contains_key("warning"), "fresh again");
+    app.stop().await;
+}
+
+/// A throwaway Redis server of the test's own (the installed `redis-server`
+/// on its own port, nothing kept on disk), to stop and start like a crash.
+struct RedisServer {
+    port: u16,
+    child: Option<std::process::Child>,
+}
+
+impl RedisServer {
+    fn start() -> Option<Self> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut s = Self { port, child: None };
+        if !s.restart() {
+            if std::env::var("CI").is_ok_and(|v| v == "true" || v == "1") {
+                panic!("CI=true requires redis-server for the Redis fault test");
+            }
+            eprintln!("SKIPPING: no redis-server binary");
+            return None;
+        }
+        Some(s)
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Starts it (empty) and waits until it answers.
+    fn restart(&mut self) -> bool {
+        let Ok(child) = std::process::Command::new("redis-server")
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+        else {
+            return false;
+        };
+        self.child = Some(child);
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("redis-server did not start on port {}", self.port);
+    }
+
+    /// `kill -9`: everything it held is gone.
+    fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Production: the Redis server dies and comes back empty. Meanwhile every
+/// report is still stored and acknowledged, /readyz is 503 naming the window
+/// store; once Redis is back the windows and claims are rebuilt from the
+/// database without a restart, nobody who reported counts twice, and an
+/// open incident stays the one open incident.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_killed_and_restarted_loses_nothing_and_recovers_by_itself() {
+    let Some(b) = Backing::new(Mode::Production).await else {
+        return;
+    };
+    let Some(mut redis) = RedisServer::start() else {
+        return;
+    };
+    let url = redis.url();
+    let app = spawn_app_with(&b, &[("REDIS_URL", &url)]).await;
+    let body = json!({"problem": "app"});
+    let before = new_client_ip();
+    assert_eq!(
+        app.report_json("whatsapp", &before, &body).await["counted"],
+        true
+    );
+    let id = app.service_id("whatsapp").await;
+    b.execute(&format!(
+        "INSERT INTO incidents (service_id, scope, status, level_max, started_at, detected_at, peak_at,
+                                peak_reports_per_min, baseline_per_min_at_peak)
+         VALUES ({id}, 'global', 'open', 'outage', now(), now(), now(), 120, 2)"
+    ))
+    .await;
+
+    redis.kill();
+    let down = Instant::now();
+    // Reports go on being stored (201) while Redis is gone.
+    let mut during = Vec::new();
+    for _ in 0..20 {
+        let ip = new_client_ip();
+        let r = app.report_as("whatsapp", &ip, &body).await;
+        assert_eq!(r.status(), 201, "stored without Redis");
+        during.push(r.json::<Value>().await.unwrap()["id"].as_i64().unwrap());
+    }
+    let (status, ready) = app.get_json("/readyz").await;
+    assert_eq!(status, 503, "{ready}");
+    assert!(
+        ready["detail"].as_str().unwrap().contains("window store"),
+        "{ready}"
+    );
+    assert_eq!(stored_among(&b, &during).await, 20);
+    // Reads from the database still answer.
+    let (status, one) = app.get_json("/api/v1/services/whatsapp").await;
+    assert_eq!(status, 200);
+    assert_eq!(one["status"]["level"], "outage", "{one}");
+    let down_for = down.elapsed();
+
+    redis.restart();
+    let back = Instant::now();
+    let mut recovered = None;
+    while back.elapsed() < Duration::from_secs(60) {
+        let (_, ready) = app.get_json("/readyz").await;
+        if ready["status"] == "ready" {
+            recovered = Some(back.elapsed());
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let recovered = recovered.expect("ready again within a minute, without a restart");
+    eprintln!(
+        "Redis killed for {:.1} s: 20 of 20 reports acknowledged and stored meanwhile; ready again {:.1} s after it came back",
+        down_for.as_secs_f64(),
+        recovered.as_secs_f64()
+    );
+    // The claim of the client that reported before the crash was rebuilt.
+    assert_eq!(
+        app.report_json("whatsapp", &before, &body).await["counted"],
+        false
+    );
+    assert_eq!(
+        app.report_json("whatsapp", &new_client_ip(), &body).await["counted"],
+        true
+    );
+    // Still one incident, still open.
+    assert_eq!(b.scalar_i64("SELECT COUNT(*) FROM incidents").await, 1);
+    let (_, one) = app.get_json("/api/v1/services/whatsapp").await;
+    assert_eq!(one["status"]["level"], "outage", "{one}");
     app.stop().await;
 }
