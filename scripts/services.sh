@@ -20,3 +20,18 @@ ensure_services() {
   pg_up && echo "PostgreSQL: answering" || echo "PostgreSQL: not answering"
   redis_up && echo "Redis: answering" || echo "Redis: not answering"
 }
+
+# Prints the path of a schemathesis (the API fuzzer, from PyPI) of the pinned
+# version, installing it into a virtual environment outside the clone the
+# first time, so a fresh machine gets it from the README's test command too.
+SCHEMATHESIS_VERSION=4.32.5
+ensure_schemathesis() {
+  local venv="${DOWNWATCH_PY_VENV:-/var/tmp/downwatch-py}"
+  local st="$venv/bin/schemathesis"
+  if ! "$st" --version 2>/dev/null | grep -q "$SCHEMATHESIS_VERSION"; then
+    echo "installing schemathesis $SCHEMATHESIS_VERSION into $venv" >&2
+    python3 -m venv "$venv" >&2
+    "$venv/bin/pip" install -q "schemathesis==$SCHEMATHESIS_VERSION" >&2
+  fi
+  echo "$st"
+}
