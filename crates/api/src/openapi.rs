@@ -220,20 +220,22 @@ pub enum Level {
 /// as it is outside the API).
 pub struct Country;
 
-fn country_codes(extra: Option<&'static str>) -> Vec<&'static str> {
-    extra
+/// A string enum of the assigned country codes, after `extra` if any.
+fn country_codes(extra: Option<&'static str>, description: &str) -> RefOr<Schema> {
+    let codes: Vec<&str> = extra
         .into_iter()
         .chain(downwatch_core::CountryCode::all())
-        .collect()
+        .collect();
+    ObjectBuilder::new()
+        .schema_type(SchemaType::Type(Type::String))
+        .enum_values(Some(codes))
+        .description(Some(description))
+        .into()
 }
 
 impl PartialSchema for Country {
     fn schema() -> RefOr<Schema> {
-        ObjectBuilder::new()
-            .schema_type(SchemaType::Type(Type::String))
-            .enum_values(Some(country_codes(None)))
-            .description(Some("An assigned ISO 3166-1 alpha-2 code, upper case."))
-            .into()
+        country_codes(None, "An assigned ISO 3166-1 alpha-2 code, upper case.")
     }
 }
 
@@ -244,11 +246,10 @@ pub struct Scope;
 
 impl PartialSchema for Scope {
     fn schema() -> RefOr<Schema> {
-        ObjectBuilder::new()
-            .schema_type(SchemaType::Type(Type::String))
-            .enum_values(Some(country_codes(Some("global"))))
-            .description(Some("`global`, or an assigned ISO 3166-1 alpha-2 code."))
-            .into()
+        country_codes(
+            Some("global"),
+            "`global`, or an assigned ISO 3166-1 alpha-2 code.",
+        )
     }
 }
 

@@ -284,6 +284,18 @@ async fn de_duplication_survives_a_restart(b: Backing) {
     app.stop().await;
 }
 
+/// How long after `since` `/readyz` says `ready`; `None` past a minute.
+async fn ready_within_a_minute(app: &TestApp, since: Instant) -> Option<Duration> {
+    while since.elapsed() < Duration::from_secs(60) {
+        let (_, ready) = app.get_json("/readyz").await;
+        if ready["status"] == "ready" {
+            return Some(since.elapsed());
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    None
+}
+
 /// Production: Redis loses its data (a restart without persistence). Reports
 /// are still taken meanwhile; /readyz says it is degraded; within seconds the
 /// windows and de-duplication claims are rebuilt from the database by the
@@ -317,16 +329,9 @@ async fn de_duplication_and_windows_come_back_after_redis_loses_its_data() {
         true
     );
 
-    let mut recovered = None;
-    while lost.elapsed() < Duration::from_secs(60) {
-        let (_, ready) = app.get_json("/readyz").await;
-        if ready["status"] == "ready" {
-            recovered = Some(lost.elapsed());
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    let recovered = recovered.expect("rebuilt within a minute");
+    let recovered = ready_within_a_minute(&app, lost)
+        .await
+        .expect("rebuilt within a minute");
     eprintln!(
         "windows rebuilt {:.1} s after Redis lost its data",
         recovered.as_secs_f64()
@@ -583,17 +588,9 @@ async fn redis_killed_and_restarted_loses_nothing_and_recovers_by_itself() {
     let down_for = down.elapsed();
 
     redis.restart();
-    let back = Instant::now();
-    let mut recovered = None;
-    while back.elapsed() < Duration::from_secs(60) {
-        let (_, ready) = app.get_json("/readyz").await;
-        if ready["status"] == "ready" {
-            recovered = Some(back.elapsed());
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    let recovered = recovered.expect("ready again within a minute, without a restart");
+    let recovered = ready_within_a_minute(&app, Instant::now())
+        .await
+        .expect("ready again within a minute, without a restart");
     eprintln!(
         "Redis killed for {:.1} s: 20 of 20 reports acknowledged and stored meanwhile; ready again {:.1} s after it came back",
         down_for.as_secs_f64(),
