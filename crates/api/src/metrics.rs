@@ -79,6 +79,11 @@ impl Metrics {
             ingest.window_failures.clone(),
         );
         registry.register(
+            "window_store_skipped",
+            "Ingest batches that did not call the window store because it failed within the last second",
+            ingest.window_skipped.clone(),
+        );
+        registry.register(
             "ingest_batch_size",
             "Reports per committed batch",
             ingest.batch_size.clone(),

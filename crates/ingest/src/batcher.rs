@@ -90,6 +90,8 @@ pub struct IngestMetrics {
     pub counted: Counter,
     pub store_failures: Counter,
     pub window_failures: Counter,
+    /// Batches that left the window store alone while it was failing.
+    pub window_skipped: Counter,
     pub abandoned: Counter,
     pub batch_size: Histogram,
     pub flush_seconds: Histogram,
@@ -102,6 +104,7 @@ impl Default for IngestMetrics {
             counted: Counter::default(),
             store_failures: Counter::default(),
             window_failures: Counter::default(),
+            window_skipped: Counter::default(),
             abandoned: Counter::default(),
             batch_size: Histogram::new([1.0, 2.0, 5.0, 10.0, 50.0, 100.0, 500.0, 1000.0, 5000.0]),
             flush_seconds: Histogram::new([
@@ -165,6 +168,7 @@ impl Ingest {
         let shared = Arc::new(Shared {
             storage,
             windows,
+            breaker: Breaker::default(),
             queue: queue.clone(),
             max_batch: config.max_batch.max(1),
             dedup: config.dedup,
@@ -226,9 +230,41 @@ impl IngestWorkers {
     }
 }
 
+/// After a failed window-store call, batches leave the store alone for this
+/// long: a Redis that is down costs one failed call (which waits for the
+/// client's reconnection attempts) a second, not one per batch, so reports
+/// keep being stored at full speed. Counts not added meanwhile are what a
+/// failed call would have lost too; the refill restores them from the
+/// database when Redis comes back empty.
+const WINDOWS_RETRY: Duration = Duration::from_secs(1);
+
+/// When the window store may next be called; `None` while it answers.
+#[derive(Default)]
+struct Breaker(Mutex<Option<Instant>>);
+
+impl Breaker {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<Instant>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Whether the store failed less than [`WINDOWS_RETRY`] ago.
+    fn is_open(&self) -> bool {
+        self.lock().is_some_and(|until| Instant::now() < until)
+    }
+
+    fn trip(&self) {
+        *self.lock() = Some(Instant::now() + WINDOWS_RETRY);
+    }
+
+    fn reset(&self) {
+        *self.lock() = None;
+    }
+}
+
 struct Shared {
     storage: Arc<dyn Storage>,
     windows: Arc<dyn WindowStore>,
+    breaker: Breaker,
     queue: Arc<Queue>,
     max_batch: usize,
     dedup: DedupRule,
@@ -288,13 +324,31 @@ impl Shared {
                 address: j.submission.client.address,
             })
             .collect();
-        let (claims, claimed_in_store) = match self.windows.claim(&keys, self.dedup).await {
-            Ok(c) => (c, true),
-            Err(e) => {
+        let skip_windows = self.breaker.is_open();
+        if skip_windows {
+            self.metrics.window_skipped.inc();
+        }
+        let claimed = if skip_windows {
+            None
+        } else {
+            match self.windows.claim(&keys, self.dedup).await {
+                Ok(c) => {
+                    self.breaker.reset();
+                    Some(c)
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "window store unavailable; de-duplicating within the batch only");
+                    self.metrics.window_failures.inc();
+                    self.breaker.trip();
+                    None
+                }
+            }
+        };
+        let (claims, claimed_in_store) = match claimed {
+            Some(c) => (c, true),
+            None => {
                 // Windows are derived state: keep storing reports, counting
                 // only the first of each client within this batch.
-                tracing::warn!(error = %e, "window store unavailable; de-duplicating within the batch only");
-                self.metrics.window_failures.inc();
                 let mut seen = HashSet::with_capacity(keys.len());
                 let claims = keys
                     .iter()
@@ -346,9 +400,12 @@ impl Shared {
             }
         };
 
-        if let Err(e) = self.windows.add(&increments(&records)).await {
+        // Only after a claim the store answered: a batch whose claim failed
+        // or was skipped would wait for the same failure again.
+        if claimed_in_store && let Err(e) = self.windows.add(&increments(&records)).await {
             tracing::warn!(error = %e, "window counts not updated; they are rebuilt from the rollups");
             self.metrics.window_failures.inc();
+            self.breaker.trip();
         }
 
         let counted = records.iter().filter(|r| r.counted).count();

@@ -581,6 +581,29 @@ async fn redis_killed_and_restarted_loses_nothing_and_recovers_by_itself() {
         "{ready}"
     );
     assert_eq!(stored_among(&b, &during).await, 20);
+    // One failed call trips the breaker: the batches right after it leave
+    // the store alone instead of each waiting for Redis to refuse again.
+    let text = app.get("/metrics").await.text().await.unwrap();
+    let value = |name: &str| -> f64 {
+        text.lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in\n{text}"))
+    };
+    let (failed, skipped) = (
+        value("downwatch_window_store_failures_total"),
+        value("downwatch_window_store_skipped_total"),
+    );
+    assert!(failed >= 1.0, "the outage was seen");
+    assert!(
+        skipped >= 1.0,
+        "{failed} failed calls, {skipped} batches skipped"
+    );
+    assert!(
+        failed < 40.0,
+        "not two failed calls per report: {failed} failed, {skipped} skipped"
+    );
     // Reads from the database still answer.
     let (status, one) = app.get_json("/api/v1/services/whatsapp").await;
     assert_eq!(status, 200);
@@ -592,7 +615,7 @@ async fn redis_killed_and_restarted_loses_nothing_and_recovers_by_itself() {
         .await
         .expect("ready again within a minute, without a restart");
     eprintln!(
-        "Redis killed for {:.1} s: 20 of 20 reports acknowledged and stored meanwhile; ready again {:.1} s after it came back",
+        "Redis killed for {:.1} s: 20 of 20 reports acknowledged and stored meanwhile ({failed} failed window-store calls, {skipped} batches skipped); ready again {:.1} s after it came back",
         down_for.as_secs_f64(),
         recovered.as_secs_f64()
     );
