@@ -123,7 +123,7 @@ impl Application {
             },
             metrics.ingest.clone(),
         );
-        let hasher = ClientHasher::new(storage.clone());
+        let hasher = ClientHasher::new(storage.clone()).with_overlap(settings.dedup_window);
         hasher
             .refresh(settings.clock.now())
             .await

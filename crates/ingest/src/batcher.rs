@@ -322,6 +322,7 @@ impl Shared {
                 service_id: j.submission.service_id,
                 client: j.submission.client.client,
                 address: j.submission.client.address,
+                previous: j.submission.client.previous_client,
             })
             .collect();
         let skip_windows = self.breaker.is_open();

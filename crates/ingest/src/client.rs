@@ -27,6 +27,9 @@ pub fn client_key(ip: IpAddr) -> IpAddr {
 pub struct ClientIdentity {
     pub client: [u8; 16],
     pub address: [u8; 16],
+    /// `client` under yesterday's salt, during the first de-duplication
+    /// window of a UTC day (see [`ClientHasher::with_overlap`]).
+    pub previous_client: Option<[u8; 16]>,
 }
 
 fn digest16(parts: &[&[u8]]) -> [u8; 16] {
@@ -45,9 +48,15 @@ fn digest16(parts: &[&[u8]]) -> [u8; 16] {
 /// loaded ahead (the submission path never waits on the database for one at
 /// midnight) and older ones are deleted, after which old hashes cannot be
 /// tied back to an address.
+///
+/// A client who reported just before midnight would count again just after
+/// it, under the new salt: for the first `overlap` of a day (the
+/// de-duplication window) yesterday's salt is kept too, and each client's
+/// hash under it is handed to de-duplication as `previous_client`.
 pub struct ClientHasher {
     storage: Arc<dyn Storage>,
     salts: RwLock<BTreeMap<i64, Arc<[u8]>>>,
+    overlap: i64,
 }
 
 impl ClientHasher {
@@ -55,7 +64,21 @@ impl ClientHasher {
         Self {
             storage,
             salts: RwLock::new(BTreeMap::new()),
+            overlap: 15 * 60,
         }
+    }
+
+    /// How long into a UTC day yesterday's salt is still used (and kept):
+    /// the de-duplication window.
+    #[must_use]
+    pub fn with_overlap(mut self, overlap: std::time::Duration) -> Self {
+        self.overlap = i64::try_from(overlap.as_secs()).unwrap_or(i64::MAX);
+        self
+    }
+
+    /// Whether `now` is in the first `overlap` of its UTC day.
+    fn just_after_midnight(&self, now: chrono::DateTime<chrono::Utc>) -> bool {
+        now.timestamp().rem_euclid(86_400) < self.overlap
     }
 
     /// The salted hashes of a client: with its client id (stored with the
@@ -71,10 +94,18 @@ impl ClientHasher {
             IpAddr::V4(a) => a.octets().to_vec(),
             IpAddr::V6(a) => a.octets().to_vec(),
         };
+        let id = client_id.unwrap_or("").as_bytes();
+        // Only a salt already at hand: yesterday's is never made anew.
+        let yesterday = if self.just_after_midnight(now) {
+            self.read().get(&(day_of(now) - 1)).cloned()
+        } else {
+            None
+        };
         // Distinct separators keep the two hashes (and (ip, id) pairs) apart.
         Ok(ClientIdentity {
-            client: digest16(&[&salt, &address, b"\0", client_id.unwrap_or("").as_bytes()]),
+            client: digest16(&[&salt, &address, b"\0", id]),
             address: digest16(&[&salt, &address, b"\x01"]),
+            previous_client: yesterday.map(|y| digest16(&[&y, &address, b"\0", id])),
         })
     }
 
@@ -82,6 +113,14 @@ impl ClientHasher {
     /// start-up and then every minute.
     pub async fn refresh(&self, now: chrono::DateTime<chrono::Utc>) -> Result<(), StoreError> {
         let today = day_of(now);
+        // Yesterday's salt lives on (here and in the database) for the
+        // first window of the day. A server started in that window does not
+        // load it: its clients may count once more, as before this overlap.
+        let oldest = if self.just_after_midnight(now) {
+            today - 1
+        } else {
+            today
+        };
         for day in [today, today + 1] {
             if !self.read().contains_key(&day) {
                 self.load(day).await?;
@@ -90,8 +129,8 @@ impl ClientHasher {
         self.salts
             .write()
             .unwrap_or_else(|p| p.into_inner())
-            .retain(|d, _| *d >= today);
-        self.storage.forget_salts_before(today).await
+            .retain(|d, _| *d >= oldest);
+        self.storage.forget_salts_before(oldest).await
     }
 
     async fn load(&self, day: i64) -> Result<Arc<[u8]>, StoreError> {

@@ -31,6 +31,10 @@ pub struct DedupKey {
     pub service_id: i64,
     pub client: [u8; 16],
     pub address: [u8; 16],
+    /// The same client under yesterday's salt, during the first window of a
+    /// UTC day: a claim taken under it before midnight still holds, so the
+    /// salt's rotation does not let everyone count again.
+    pub previous: Option<[u8; 16]>,
 }
 
 /// The de-duplication rule: one counted report per client per service per

@@ -157,7 +157,10 @@ impl WindowStore for MemoryWindows {
         let mut out = Vec::with_capacity(keys.len());
         for key in keys {
             let client = slot(key.service_id, &key.client);
-            if inner.claims.entries.contains_key(&client) {
+            let claimed_before_midnight = key
+                .previous
+                .is_some_and(|p| inner.claims.entries.contains_key(&slot(key.service_id, &p)));
+            if claimed_before_midnight || inner.claims.entries.contains_key(&client) {
                 out.push(Claim::Duplicate);
                 continue;
             }
@@ -347,6 +350,7 @@ mod tests {
             service_id: s,
             client: [client; 16],
             address: [address; 16],
+            previous: None,
         }
     }
 
@@ -384,6 +388,40 @@ mod tests {
         assert!(
             w.lock().claims.order.len() <= 2,
             "expired claims are dropped"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_claim_under_yesterdays_salt_still_holds_after_midnight() {
+        let w = MemoryWindows::new();
+        let r = rule(60_000, 10);
+        // Before midnight, client 1 under the old salt.
+        assert_eq!(
+            w.claim(&[key(1, 1, 1)], r).await.unwrap(),
+            vec![Claim::Counted]
+        );
+        // After it, the same client hashes to 2, with 1 as its previous hash.
+        let after = |client: u8, previous: u8| DedupKey {
+            previous: Some([previous; 16]),
+            ..key(1, client, 3)
+        };
+        assert_eq!(
+            w.claim(&[after(2, 1), after(4, 5)], r).await.unwrap(),
+            vec![Claim::Duplicate, Claim::Counted],
+            "the client who reported before midnight is a duplicate; a new one counts"
+        );
+        // Another service's claim under the old salt does not hold here.
+        assert_eq!(
+            w.claim(
+                &[DedupKey {
+                    service_id: 2,
+                    ..after(6, 1)
+                }],
+                r
+            )
+            .await
+            .unwrap(),
+            vec![Claim::Counted]
         );
     }
 

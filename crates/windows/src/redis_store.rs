@@ -28,16 +28,21 @@ use std::time::Duration;
 
 /// Claims the reports of one service atomically, one after the other: each
 /// client's key, then a place under its address's cap (the counter holds
-/// counted reports only). KEYS are (client, address) pairs of one service,
-/// which share its hash tag, so it is cluster-safe. One call per service per
-/// batch: Redis runs the loop instead of parsing a command per report.
-/// Returns, per pair, 1 counted, 2 over the address cap, 0 duplicate.
+/// counted reports only). KEYS are (client, address, previous) triples of one
+/// service, which share its hash tag, so it is cluster-safe; `previous` is the
+/// client's claim under yesterday's salt just after midnight (a claim there
+/// makes the report a duplicate), or the client key again when there is
+/// none. One call per service per batch: Redis runs the loop instead of
+/// parsing a command per report. Returns, per triple, 1 counted, 2 over the
+/// address cap, 0 duplicate.
 const CLAIM_LUA: &str = r"
 local out = {}
 local window, cap = ARGV[1], tonumber(ARGV[2])
-for i = 1, #KEYS, 2 do
+for i = 1, #KEYS, 3 do
   local r = 0
-  if redis.call('SET', KEYS[i], '1', 'NX', 'PX', window) then
+  if KEYS[i + 2] ~= KEYS[i] and redis.call('EXISTS', KEYS[i + 2]) == 1 then
+    r = 0
+  elseif redis.call('SET', KEYS[i], '1', 'NX', 'PX', window) then
     -- INCR first: one call for the usual report under its cap; one over
     -- it is taken back at once (the script is atomic, nobody sees it).
     local n = redis.call('INCR', KEYS[i + 1])
@@ -152,11 +157,14 @@ impl RedisWindows {
             let cmd = pipe
                 .cmd("EVALSHA")
                 .arg(self.claim_script.get_hash())
-                .arg(group.len() * 2);
+                .arg(group.len() * 3);
             for &i in group {
                 let k = &keys[i];
-                cmd.arg(self.hashed_key(k.service_id, 'd', &k.client))
-                    .arg(self.hashed_key(k.service_id, 'a', &k.address));
+                let client = self.hashed_key(k.service_id, 'd', &k.client);
+                let previous = k.previous.map(|p| self.hashed_key(k.service_id, 'd', &p));
+                cmd.arg(&client)
+                    .arg(self.hashed_key(k.service_id, 'a', &k.address))
+                    .arg(previous.unwrap_or(client));
             }
             cmd.arg(window_ms).arg(rule.per_address);
         }

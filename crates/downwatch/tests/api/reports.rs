@@ -21,6 +21,7 @@ both_modes!(
     database_down_is_503_then_recovers_and_the_retry_counts,
     second_report_of_a_client_is_stored_but_not_counted,
     dedup_window_expires,
+    a_client_who_reported_before_midnight_does_not_count_again_after_it,
     one_address_cannot_multiply_its_count_with_client_ids,
     forwarded_for_is_believed_only_from_trusted_proxies,
     country_header_fills_in_a_missing_country,
@@ -547,6 +548,55 @@ async fn concurrent_burst_is_all_stored_with_distinct_ids(b: Backing) {
         b.scalar_i64("SELECT SUM(counted) FROM report_minutes WHERE scope = 'DE'")
             .await,
         100
+    );
+    app.stop().await;
+}
+
+/// The salt of client hashes changes at midnight UTC; a client who reported
+/// just before still counts once, not again just after.
+async fn a_client_who_reported_before_midnight_does_not_count_again_after_it(b: Backing) {
+    // Ten simulated seconds per real one: midnight comes about a second in.
+    let app = spawn_app_with(
+        &b,
+        &[
+            ("DOWNWATCH_CLOCK", "2024-03-18T23:59:50Z@10"),
+            ("DOWNWATCH_ALLOW_SIMULATED_CLOCK", "1"),
+        ],
+    )
+    .await;
+    let body = json!({"problem": "app"});
+    let (ip, with_id) = (new_client_ip(), new_client_ip());
+    let with_id_body = json!({"problem": "app", "client_id": "tab-1"});
+    let first = app.report_json("whatsapp", &ip, &body).await;
+    assert_eq!(first["counted"], true);
+    assert!(
+        first["received_at"].as_str().unwrap() < "2024-03-19",
+        "{first}"
+    );
+    assert_eq!(
+        app.report_json("whatsapp", &with_id, &with_id_body).await["counted"],
+        true
+    );
+    // Wait for midnight on the server's clock.
+    let after = loop {
+        let r = app.report_json("instagram", &new_client_ip(), &body).await;
+        if r["received_at"].as_str().unwrap() >= "2024-03-19" {
+            break r;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(after["counted"], true);
+    let again = app.report_json("whatsapp", &ip, &body).await;
+    assert!(again["received_at"].as_str().unwrap() >= "2024-03-19");
+    assert_eq!(again["counted"], false, "counted before midnight: {again}");
+    assert_eq!(
+        app.report_json("whatsapp", &with_id, &with_id_body).await["counted"],
+        false
+    );
+    // Someone new after midnight counts.
+    assert_eq!(
+        app.report_json("whatsapp", &new_client_ip(), &body).await["counted"],
+        true
     );
     app.stop().await;
 }
