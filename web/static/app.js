@@ -100,6 +100,9 @@
   // ---- live updates
   if (!window.EventSource) { return; }
   var es = new EventSource("/api/v1/stream");
+  // Says on the page whether live updates are flowing (for styles and tests).
+  es.addEventListener("open", function () { document.documentElement.setAttribute("data-live", "on"); });
+  es.addEventListener("error", function () { document.documentElement.setAttribute("data-live", "off"); });
   function parse(ev) {
     try { return JSON.parse(ev.data); } catch (e) { return null; }
   }

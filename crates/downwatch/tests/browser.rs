@@ -369,6 +369,65 @@ async fn the_service_page_shows_its_chart_and_takes_a_report() {
     app.stop().await;
 }
 
+/// The service page follows /api/v1/stream: with no reload, its banner and
+/// badge turn to an outage when the detector opens an incident, and back
+/// when it resolves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_service_page_follows_the_stream_without_a_reload() {
+    let Some(browser) = browser(DESKTOP).await else {
+        return;
+    };
+    let b = embedded().await;
+    let app = app(&b).await;
+    let mut detector = live(&app);
+    detector.tick(chrono::Utc::now().timestamp()).await.unwrap();
+    browser.goto(&app.url("/services/chatapp")).await;
+    assert_eq!(
+        browser.text("#banner-text").await,
+        "No current problems at ChatApp"
+    );
+    // A reload would lose this mark; events published before the page
+    // listens would be lost, so wait for the stream to be open.
+    browser.js("window.stayed = true; return true;").await;
+    browser
+        .until(
+            "the stream to open",
+            "return document.documentElement.getAttribute('data-live') === 'on';",
+        )
+        .await;
+
+    let last = burst(&app, "chatapp", 40, "FR").await;
+    detector.tick(last + 63).await.unwrap();
+    browser
+        .until(
+            "the banner to show the outage",
+            "return document.getElementById('banner-text').textContent \
+             .indexOf('User reports indicate problems at ChatApp since') === 0;",
+        )
+        .await;
+    let badge = browser.text("[data-level-for=chatapp]").await;
+    assert_eq!(badge, "Outage");
+    assert_eq!(
+        browser.js("return window.stayed === true;").await,
+        json!(true)
+    );
+
+    // Three quiet hours later the incident resolves; so does the page.
+    detector.tick(last + 3 * 3600).await.unwrap();
+    browser
+        .until(
+            "the banner to say all is well again",
+            "return document.getElementById('banner-text').textContent === 'No current problems at ChatApp';",
+        )
+        .await;
+    assert_eq!(
+        browser.js("return window.stayed === true;").await,
+        json!(true)
+    );
+    browser.finish().await;
+    app.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_report_form_works_without_javascript() {
     let b = embedded().await;
