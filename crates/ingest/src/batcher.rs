@@ -233,31 +233,67 @@ impl IngestWorkers {
 /// After a failed window-store call, batches leave the store alone for this
 /// long: a Redis that is down costs one failed call (which waits for the
 /// client's reconnection attempts) a second, not one per batch, so reports
-/// keep being stored at full speed. Counts not added meanwhile are what a
-/// failed call would have lost too; the refill restores them from the
-/// database when Redis comes back empty.
+/// keep being stored at full speed.
 const WINDOWS_RETRY: Duration = Duration::from_secs(1);
 
-/// When the window store may next be called; `None` while it answers.
+/// Whether batches call the window store. Closed: they do. Open (for
+/// [`WINDOWS_RETRY`] after a failure): they skip it. Then one batch probes
+/// while the others keep skipping; its success closes the breaker, its
+/// failure opens it again. Skipped batches leave claims and counts out of
+/// the store, so the first success after a failure has the store marked
+/// stale: the refill then rebuilds both from the database.
 #[derive(Default)]
-struct Breaker(Mutex<Option<Instant>>);
+struct Breaker(Mutex<BreakerState>);
+
+#[derive(Default)]
+struct BreakerState {
+    /// Until when batches skip the store; `None` while it answers.
+    open_until: Option<Instant>,
+    /// A batch is calling the store to see whether it answers again.
+    probing: bool,
+    /// The store missed claims or counts since it last answered.
+    stale: bool,
+}
 
 impl Breaker {
-    fn lock(&self) -> std::sync::MutexGuard<'_, Option<Instant>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, BreakerState> {
         self.0.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Whether the store failed less than [`WINDOWS_RETRY`] ago.
-    fn is_open(&self) -> bool {
-        self.lock().is_some_and(|until| Instant::now() < until)
+    /// Whether this batch should leave the store alone.
+    fn skip(&self) -> bool {
+        let mut b = self.lock();
+        match b.open_until {
+            None => false,
+            Some(until) if Instant::now() < until => true,
+            // Time to try again: this batch probes, the others skip.
+            Some(_) if b.probing => true,
+            Some(_) => {
+                b.probing = true;
+                false
+            }
+        }
     }
 
+    /// The store failed (or a batch skipped it): open for another while.
     fn trip(&self) {
-        *self.lock() = Some(Instant::now() + WINDOWS_RETRY);
+        let mut b = self.lock();
+        b.open_until = Some(Instant::now() + WINDOWS_RETRY);
+        b.probing = false;
+        b.stale = true;
     }
 
-    fn reset(&self) {
-        *self.lock() = None;
+    /// A batch skipped the store: it misses that batch's claims and counts.
+    fn missed(&self) {
+        self.lock().stale = true;
+    }
+
+    /// The store answered; `true` when it had missed something meanwhile.
+    fn answered(&self) -> bool {
+        let mut b = self.lock();
+        let stale = b.stale;
+        *b = BreakerState::default();
+        stale
     }
 }
 
@@ -305,6 +341,16 @@ impl Shared {
         }
     }
 
+    /// Has the window store rebuilt from the database by the refill, which
+    /// every instance runs within seconds of seeing it unfilled.
+    async fn rebuild_windows(&self) {
+        tracing::info!("window store answers again; marking it for a rebuild from the database");
+        if let Err(e) = self.windows.mark_stale().await {
+            tracing::warn!(error = %e, "could not mark the window store for a rebuild");
+            self.breaker.trip();
+        }
+    }
+
     #[tracing::instrument(skip_all, fields(batch = jobs.len()))]
     async fn process(&self, mut jobs: Vec<Job>) {
         let started = Instant::now();
@@ -325,16 +371,19 @@ impl Shared {
                 previous: j.submission.client.previous_client,
             })
             .collect();
-        let skip_windows = self.breaker.is_open();
+        let skip_windows = self.breaker.skip();
         if skip_windows {
             self.metrics.window_skipped.inc();
+            self.breaker.missed();
         }
         let claimed = if skip_windows {
             None
         } else {
             match self.windows.claim(&keys, self.dedup).await {
                 Ok(c) => {
-                    self.breaker.reset();
+                    if self.breaker.answered() {
+                        self.rebuild_windows().await;
+                    }
                     Some(c)
                 }
                 Err(e) => {

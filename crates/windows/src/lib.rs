@@ -190,6 +190,11 @@ pub trait WindowStore: Send + Sync + 'static {
     /// marks the store filled. Buckets not named are left as they are.
     async fn fill(&self, counts: &[Increment]) -> Result<()>;
 
+    /// Takes the `filled` mark away, so the next refill rebuilds buckets and
+    /// claims from the database: for when ingest skipped the store for a
+    /// while and it kept its data (counts and claims are missing from it).
+    async fn mark_stale(&self) -> Result<()>;
+
     /// Puts back the claims of counted reports (oldest first): each client's
     /// claim for what is left of its window, and one place under its
     /// address's cap per report, the cap expiring with the address's oldest

@@ -289,6 +289,11 @@ impl WindowStore for MemoryWindows {
         Ok(())
     }
 
+    async fn mark_stale(&self) -> Result<()> {
+        self.lock().filled = false;
+        Ok(())
+    }
+
     async fn restore_claims(&self, claims: &[RestoredClaim], rule: DedupRule) -> Result<()> {
         let now = self.ticks(Instant::now());
         let mut inner = self.lock();

@@ -31,8 +31,9 @@ use std::time::Duration;
 /// counted reports only). KEYS are (client, address, previous) triples of one
 /// service, which share its hash tag, so it is cluster-safe; `previous` is the
 /// client's claim under yesterday's salt just after midnight (a claim there
-/// makes the report a duplicate), or, when there is none, the bare hash tag
-/// `{s<id>}` (short, in the same slot, and without the `:d:` of a claim). One call per service per batch: Redis runs the loop instead of
+/// makes the report a duplicate), or, when there is none, `<prefix>{s<id>}:-`
+/// (short, in the same slot and the deployment's key space, and ending in
+/// `:-` where a claim's key ends in hex). One call per service per batch: Redis runs the loop instead of
 /// parsing a command per report. Returns, per triple, 1 counted, 2 over the
 /// address cap, 0 duplicate.
 const CLAIM_LUA: &str = r"
@@ -40,7 +41,7 @@ local out = {}
 local window, cap = ARGV[1], tonumber(ARGV[2])
 for i = 1, #KEYS, 3 do
   local r = 0
-  if string.find(KEYS[i + 2], ':d:', 1, true) and redis.call('EXISTS', KEYS[i + 2]) == 1 then
+  if string.sub(KEYS[i + 2], -2) ~= ':-' and redis.call('EXISTS', KEYS[i + 2]) == 1 then
     r = 0
   elseif redis.call('SET', KEYS[i], '1', 'NX', 'PX', window) then
     -- INCR first: one call for the usual report under its cap; one over
@@ -161,7 +162,7 @@ impl RedisWindows {
             for &i in group {
                 let k = &keys[i];
                 let previous = k.previous.map_or_else(
-                    || format!("{{s{}}}", k.service_id),
+                    || format!("{}{{s{}}}:-", self.prefix, k.service_id),
                     |p| self.hashed_key(k.service_id, 'd', &p),
                 );
                 cmd.arg(self.hashed_key(k.service_id, 'd', &k.client))
@@ -487,6 +488,15 @@ impl WindowStore for RedisWindows {
             .ignore();
         let mut conn = self.conn.clone();
         let () = pipe.query_async(&mut conn).await?;
+        Ok(())
+    }
+
+    async fn mark_stale(&self) -> Result<()> {
+        let mut conn = self.conn.clone();
+        let _: i64 = redis::cmd("DEL")
+            .arg(format!("{}filled", self.prefix))
+            .query_async(&mut conn)
+            .await?;
         Ok(())
     }
 
