@@ -217,7 +217,7 @@ pub fn parse_url(s: &str) -> Result<Option<String>, String> {
     match rest {
         Some(r)
             if !r.is_empty()
-                && t.len() <= 300
+                && t.chars().count() <= 300
                 && !t.chars().any(|c| c.is_whitespace() || c.is_control()) =>
         {
             Ok(Some(t.to_owned()))

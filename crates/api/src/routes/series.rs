@@ -142,7 +142,8 @@ pub fn parse_range(
     let to_t = to.map(|t| parse_time("to", t)).transpose()?;
     let from_t = from.map(|t| parse_time("from", t)).transpose()?;
     let to = to_t.map_or(now.timestamp(), |t| t.timestamp());
-    let from = from_t.map_or(to - DEFAULT_RANGE, |t| t.timestamp());
+    // The default start never goes before the epoch (a simulated clock in 1970).
+    let from = from_t.map_or((to - DEFAULT_RANGE).max(0), |t| t.timestamp());
     if from >= to {
         return Err(ApiError::bad_param("from", "must be before `to`"));
     }
