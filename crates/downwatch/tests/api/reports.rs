@@ -555,11 +555,12 @@ async fn concurrent_burst_is_all_stored_with_distinct_ids(b: Backing) {
 /// The salt of client hashes changes at midnight UTC; a client who reported
 /// just before still counts once, not again just after.
 async fn a_client_who_reported_before_midnight_does_not_count_again_after_it(b: Backing) {
-    // Ten simulated seconds per real one: midnight comes about a second in.
+    // Ten simulated seconds per real one: midnight comes three seconds
+    // after the settings are read, time enough for the app to start.
     let app = spawn_app_with(
         &b,
         &[
-            ("DOWNWATCH_CLOCK", "2024-03-18T23:59:50Z@10"),
+            ("DOWNWATCH_CLOCK", "2024-03-18T23:59:30Z@10"),
             ("DOWNWATCH_ALLOW_SIMULATED_CLOCK", "1"),
         ],
     )
