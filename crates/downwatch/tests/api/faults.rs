@@ -583,17 +583,9 @@ async fn redis_killed_and_restarted_loses_nothing_and_recovers_by_itself() {
     assert_eq!(stored_among(&b, &during).await, 20);
     // One failed call trips the breaker: the batches right after it leave
     // the store alone instead of each waiting for Redis to refuse again.
-    let text = app.get("/metrics").await.text().await.unwrap();
-    let value = |name: &str| -> f64 {
-        text.lines()
-            .find(|l| l.starts_with(name))
-            .and_then(|l| l.rsplit(' ').next())
-            .and_then(|v| v.parse().ok())
-            .unwrap_or_else(|| panic!("no {name} in\n{text}"))
-    };
     let (failed, skipped) = (
-        value("downwatch_window_store_failures_total"),
-        value("downwatch_window_store_skipped_total"),
+        app.metric("downwatch_window_store_failures_total").await,
+        app.metric("downwatch_window_store_skipped_total").await,
     );
     assert!(failed >= 1.0, "the outage was seen");
     assert!(
@@ -639,16 +631,6 @@ async fn redis_killed_and_restarted_loses_nothing_and_recovers_by_itself() {
     app.stop().await;
 }
 
-/// A counter or gauge of `/metrics`.
-async fn metric(app: &TestApp, name: &str) -> f64 {
-    let text = app.get("/metrics").await.text().await.unwrap();
-    text.lines()
-        .find(|l| l.starts_with(name))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| panic!("no {name} in\n{text}"))
-}
-
 /// Production: Redis stalls (a partition, a pause) but keeps its data.
 /// Reports go on being stored; the batches that meanwhile skipped Redis
 /// left their claims and counts out of it, so once it answers again the
@@ -667,7 +649,7 @@ async fn redis_stalled_but_keeping_its_data_is_rebuilt_with_what_it_missed() {
     ready_within_a_minute(&app, Instant::now())
         .await
         .expect("filled at start");
-    let refills = metric(&app, "downwatch_window_refills_total").await;
+    let refills = app.metric("downwatch_window_refills_total").await;
     let body = json!({"problem": "app"});
 
     // Every client of Redis waits for 4 s; the app's calls time out at 2 s.
@@ -683,7 +665,7 @@ async fn redis_stalled_but_keeping_its_data_is_rebuilt_with_what_it_missed() {
     let during = new_client_ip();
     let r = app.report_json("whatsapp", &during, &body).await;
     assert_eq!(r["counted"], true, "stored and counted without Redis: {r}");
-    assert!(metric(&app, "downwatch_window_store_failures_total").await >= 1.0);
+    assert!(app.metric("downwatch_window_store_failures_total").await >= 1.0);
 
     // Once the pause is over, a report probes Redis, finds it answering,
     // and has it rebuilt (the refill runs every 5 s).
@@ -691,7 +673,7 @@ async fn redis_stalled_but_keeping_its_data_is_rebuilt_with_what_it_missed() {
     let probe = app.report_json("whatsapp", &new_client_ip(), &body).await;
     assert_eq!(probe["counted"], true);
     let deadline = Instant::now() + Duration::from_secs(60);
-    while metric(&app, "downwatch_window_refills_total").await <= refills {
+    while app.metric("downwatch_window_refills_total").await <= refills {
         assert!(Instant::now() < deadline, "no rebuild within a minute");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }

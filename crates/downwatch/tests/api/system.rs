@@ -40,26 +40,21 @@ async fn metrics_count_reports_by_outcome(b: Backing) {
         .await;
     app.report("whatsapp", &json!({"problem": "nope"})).await;
     app.report("nope", &json!({"problem": "app"})).await;
+    assert_eq!(app.metric("downwatch_reports_received_total").await, 4.0);
+    assert_eq!(app.metric("downwatch_reports_stored_total").await, 2.0);
+    assert_eq!(app.metric("downwatch_reports_counted_total").await, 1.0);
+    assert_eq!(
+        app.metric("downwatch_reports_rejected_total{reason=\"invalid\"}")
+            .await,
+        1.0
+    );
+    assert_eq!(
+        app.metric("downwatch_reports_rejected_total{reason=\"unknown_service\"}")
+            .await,
+        1.0
+    );
+    assert_eq!(app.metric("downwatch_ingest_queue_depth").await, 0.0);
     let text = app.get("/metrics").await.text().await.unwrap();
-    let value = |name: &str| -> f64 {
-        text.lines()
-            .find(|l| l.starts_with(name))
-            .and_then(|l| l.rsplit(' ').next())
-            .and_then(|v| v.parse().ok())
-            .unwrap_or_else(|| panic!("no {name} in\n{text}"))
-    };
-    assert_eq!(value("downwatch_reports_received_total"), 4.0);
-    assert_eq!(value("downwatch_reports_stored_total"), 2.0);
-    assert_eq!(value("downwatch_reports_counted_total"), 1.0);
-    assert_eq!(
-        value("downwatch_reports_rejected_total{reason=\"invalid\"}"),
-        1.0
-    );
-    assert_eq!(
-        value("downwatch_reports_rejected_total{reason=\"unknown_service\"}"),
-        1.0
-    );
-    assert_eq!(value("downwatch_ingest_queue_depth"), 0.0);
     assert!(text.contains("downwatch_ingest_flush_seconds_bucket"));
     assert!(
         text.contains("route=\"/api/v1/services/{slug}/reports\""),
