@@ -368,7 +368,7 @@ impl Shared {
                 service_id: j.submission.service_id,
                 client: j.submission.client.client,
                 address: j.submission.client.address,
-                previous: j.submission.client.previous_client,
+                previous: j.submission.client.previous,
             })
             .collect();
         let skip_windows = self.breaker.skip();

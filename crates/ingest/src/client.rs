@@ -1,6 +1,7 @@
 //! Client identity without keeping addresses: a salted hash, salt per UTC day.
 
 use downwatch_store::{Storage, StoreError};
+use downwatch_windows::PreviousDay;
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -27,9 +28,9 @@ pub fn client_key(ip: IpAddr) -> IpAddr {
 pub struct ClientIdentity {
     pub client: [u8; 16],
     pub address: [u8; 16],
-    /// `client` under yesterday's salt, during the first de-duplication
+    /// Both hashes under yesterday's salt, during the first de-duplication
     /// window of a UTC day (see [`ClientHasher::with_overlap`]).
-    pub previous_client: Option<[u8; 16]>,
+    pub previous: Option<PreviousDay>,
 }
 
 fn digest16(parts: &[&[u8]]) -> [u8; 16] {
@@ -52,7 +53,7 @@ fn digest16(parts: &[&[u8]]) -> [u8; 16] {
 /// A client who reported just before midnight would count again just after
 /// it, under the new salt: for the first `overlap` of a day (the
 /// de-duplication window) yesterday's salt is kept too, and each client's
-/// hash under it is handed to de-duplication as `previous_client`.
+/// hashes under it are handed to de-duplication as `previous`.
 pub struct ClientHasher {
     storage: Arc<dyn Storage>,
     salts: RwLock<BTreeMap<i64, Arc<[u8]>>>,
@@ -105,7 +106,10 @@ impl ClientHasher {
         Ok(ClientIdentity {
             client: digest16(&[&salt, &address, b"\0", id]),
             address: digest16(&[&salt, &address, b"\x01"]),
-            previous_client: yesterday.map(|y| digest16(&[&y, &address, b"\0", id])),
+            previous: yesterday.map(|y| PreviousDay {
+                client: digest16(&[&y, &address, b"\0", id]),
+                address: digest16(&[&y, &address, b"\x01"]),
+            }),
         })
     }
 

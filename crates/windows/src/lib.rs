@@ -32,9 +32,17 @@ pub struct DedupKey {
     pub client: [u8; 16],
     pub address: [u8; 16],
     /// The same client under yesterday's salt, during the first window of a
-    /// UTC day: a claim taken under it before midnight still holds, so the
-    /// salt's rotation does not let everyone count again.
-    pub previous: Option<[u8; 16]>,
+    /// UTC day: a claim taken under it before midnight still holds, and the
+    /// address's reports counted before midnight still count against its
+    /// cap, so the salt's rotation does not let everyone count again.
+    pub previous: Option<PreviousDay>,
+}
+
+/// A client's hashes under yesterday's salt (see [`DedupKey::previous`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct PreviousDay {
+    pub client: [u8; 16],
+    pub address: [u8; 16],
 }
 
 /// The de-duplication rule: one counted report per client per service per

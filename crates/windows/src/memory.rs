@@ -1,5 +1,7 @@
 //! In-process windows for the embedded single-process mode.
 
+#[cfg(test)]
+use super::PreviousDay;
 use super::{
     BUCKET_RETENTION, Claim, DedupKey, DedupRule, Increment, RestoredClaim, Result, ScopeRead,
     Subscription, WindowStore,
@@ -157,9 +159,12 @@ impl WindowStore for MemoryWindows {
         let mut out = Vec::with_capacity(keys.len());
         for key in keys {
             let client = slot(key.service_id, &key.client);
-            let claimed_before_midnight = key
-                .previous
-                .is_some_and(|p| inner.claims.entries.contains_key(&slot(key.service_id, &p)));
+            let claimed_before_midnight = key.previous.is_some_and(|p| {
+                inner
+                    .claims
+                    .entries
+                    .contains_key(&slot(key.service_id, &p.client))
+            });
             if claimed_before_midnight || inner.claims.entries.contains_key(&client) {
                 out.push(Claim::Duplicate);
                 continue;
@@ -167,13 +172,22 @@ impl WindowStore for MemoryWindows {
             inner.claims.insert(client, (), expiry);
             // The counter holds counted reports only, so a released one
             // frees its place under the cap.
+            // Counted before midnight under yesterday's salt: still under the cap.
+            let before_midnight = key.previous.map_or(0, |p| {
+                inner
+                    .per_address
+                    .entries
+                    .get(&slot(key.service_id, &p.address))
+                    .map_or(0, |(_, n)| *n)
+            });
             let address = slot(key.service_id, &key.address);
             let claim = match inner.per_address.get_mut(&address) {
-                Some(n) if *n >= rule.per_address => Claim::OverCap,
+                Some(n) if *n + before_midnight >= rule.per_address => Claim::OverCap,
                 Some(n) => {
                     *n += 1;
                     Claim::Counted
                 }
+                None if before_midnight >= rule.per_address => Claim::OverCap,
                 None => {
                     inner.per_address.insert(address, 1, expiry);
                     Claim::Counted
@@ -405,9 +419,13 @@ mod tests {
             w.claim(&[key(1, 1, 1)], r).await.unwrap(),
             vec![Claim::Counted]
         );
-        // After it, the same client hashes to 2, with 1 as its previous hash.
+        // After it, the same client hashes to 2, with 1 as its previous hash
+        // (its address from 1 to 3).
         let after = |client: u8, previous: u8| DedupKey {
-            previous: Some([previous; 16]),
+            previous: Some(PreviousDay {
+                client: [previous; 16],
+                address: [previous; 16],
+            }),
             ..key(1, client, 3)
         };
         assert_eq!(
@@ -427,6 +445,46 @@ mod tests {
             .await
             .unwrap(),
             vec![Claim::Counted]
+        );
+    }
+
+    #[tokio::test]
+    async fn an_address_counted_up_to_its_cap_before_midnight_stays_capped_after_it() {
+        let w = MemoryWindows::new();
+        let r = rule(60_000, 2);
+        // Address 7, clients 1 and 2 (two client ids), before midnight.
+        assert_eq!(
+            w.claim(&[key(1, 1, 7), key(1, 2, 7)], r).await.unwrap(),
+            vec![Claim::Counted, Claim::Counted]
+        );
+        // After it the address hashes to 8 (7 yesterday); a third id is over
+        // the cap, and so is any further one.
+        let after = |client: u8| DedupKey {
+            previous: Some(PreviousDay {
+                client: [client + 100; 16],
+                address: [7; 16],
+            }),
+            ..key(1, client, 8)
+        };
+        assert_eq!(
+            w.claim(&[after(3), after(4)], r).await.unwrap(),
+            vec![Claim::OverCap, Claim::OverCap]
+        );
+        // Another address that counted once before midnight has one place left.
+        assert_eq!(
+            w.claim(&[key(1, 9, 10)], r).await.unwrap(),
+            vec![Claim::Counted]
+        );
+        let other = |client: u8| DedupKey {
+            previous: Some(PreviousDay {
+                client: [client + 100; 16],
+                address: [10; 16],
+            }),
+            ..key(1, client, 11)
+        };
+        assert_eq!(
+            w.claim(&[other(12), other(13)], r).await.unwrap(),
+            vec![Claim::Counted, Claim::OverCap]
         );
     }
 

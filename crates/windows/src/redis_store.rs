@@ -28,26 +28,30 @@ use std::time::Duration;
 
 /// Claims the reports of one service atomically, one after the other: each
 /// client's key, then a place under its address's cap (the counter holds
-/// counted reports only). KEYS are (client, address, previous) triples of one
-/// service, which share its hash tag, so it is cluster-safe; `previous` is the
-/// client's claim under yesterday's salt just after midnight (a claim there
-/// makes the report a duplicate), or, when there is none, `<prefix>{s<id>}:-`
-/// (short, in the same slot and the deployment's key space, and ending in
-/// `:-` where a claim's key ends in hex). One call per service per batch: Redis runs the loop instead of
-/// parsing a command per report. Returns, per triple, 1 counted, 2 over the
-/// address cap, 0 duplicate.
+/// counted reports only). KEYS are (client, address, previous client,
+/// previous address) quadruples of one service, which share its hash tag, so
+/// it is cluster-safe. The previous keys are the client's under yesterday's
+/// salt, just after midnight: a claim there makes the report a duplicate,
+/// and the address's count there counts against the cap. When there are
+/// none they are `<prefix>{s<id>}:-` (short, in the same slot and the
+/// deployment's key space, and ending in `:-` where real keys end in hex).
+/// One call per service per batch: Redis runs the loop instead of parsing a
+/// command per report. Returns, per report, 1 counted, 2 over the address
+/// cap, 0 duplicate.
 const CLAIM_LUA: &str = r"
 local out = {}
 local window, cap = ARGV[1], tonumber(ARGV[2])
-for i = 1, #KEYS, 3 do
+for i = 1, #KEYS, 4 do
   local r = 0
-  if string.sub(KEYS[i + 2], -2) ~= ':-' and redis.call('EXISTS', KEYS[i + 2]) == 1 then
+  local yesterday = string.sub(KEYS[i + 2], -2) ~= ':-'
+  if yesterday and redis.call('EXISTS', KEYS[i + 2]) == 1 then
     r = 0
   elseif redis.call('SET', KEYS[i], '1', 'NX', 'PX', window) then
     -- INCR first: one call for the usual report under its cap; one over
     -- it is taken back at once (the script is atomic, nobody sees it).
     local n = redis.call('INCR', KEYS[i + 1])
     if n == 1 then redis.call('PEXPIRE', KEYS[i + 1], window) end
+    if yesterday then n = n + (tonumber(redis.call('GET', KEYS[i + 3])) or 0) end
     if n <= cap then
       r = 1
     else
@@ -158,16 +162,20 @@ impl RedisWindows {
             let cmd = pipe
                 .cmd("EVALSHA")
                 .arg(self.claim_script.get_hash())
-                .arg(group.len() * 3);
+                .arg(group.len() * 4);
             for &i in group {
                 let k = &keys[i];
-                let previous = k.previous.map_or_else(
-                    || format!("{}{{s{}}}:-", self.prefix, k.service_id),
-                    |p| self.hashed_key(k.service_id, 'd', &p),
-                );
                 cmd.arg(self.hashed_key(k.service_id, 'd', &k.client))
-                    .arg(self.hashed_key(k.service_id, 'a', &k.address))
-                    .arg(previous);
+                    .arg(self.hashed_key(k.service_id, 'a', &k.address));
+                match &k.previous {
+                    Some(p) => cmd
+                        .arg(self.hashed_key(k.service_id, 'd', &p.client))
+                        .arg(self.hashed_key(k.service_id, 'a', &p.address)),
+                    None => {
+                        let none = format!("{}{{s{}}}:-", self.prefix, k.service_id);
+                        cmd.arg(&none).arg(none)
+                    }
+                };
             }
             cmd.arg(window_ms).arg(rule.per_address);
         }

@@ -562,10 +562,23 @@ async fn a_client_who_reported_before_midnight_does_not_count_again_after_it(b: 
         &[
             ("DOWNWATCH_CLOCK", "2024-03-18T23:59:30Z@10"),
             ("DOWNWATCH_ALLOW_SIMULATED_CLOCK", "1"),
+            ("DOWNWATCH_COUNTED_PER_ADDRESS", "2"),
         ],
     )
     .await;
     let body = json!({"problem": "app"});
+    // An address that fills its cap of 2 with two client ids before midnight.
+    let capped = new_client_ip();
+    for id in ["a", "b"] {
+        let r = app
+            .report_json(
+                "whatsapp",
+                &capped,
+                &json!({"problem": "app", "client_id": id}),
+            )
+            .await;
+        assert_eq!(r["counted"], true, "{r}");
+    }
     let (ip, with_id) = (new_client_ip(), new_client_ip());
     let with_id_body = json!({"problem": "app", "client_id": "tab-1"});
     let first = app.report_json("whatsapp", &ip, &body).await;
@@ -593,6 +606,18 @@ async fn a_client_who_reported_before_midnight_does_not_count_again_after_it(b: 
     assert_eq!(
         app.report_json("whatsapp", &with_id, &with_id_body).await["counted"],
         false
+    );
+    // Nor does a third client id of the capped address: its cap still holds.
+    let third = app
+        .report_json(
+            "whatsapp",
+            &capped,
+            &json!({"problem": "app", "client_id": "c"}),
+        )
+        .await;
+    assert_eq!(
+        third["counted"], false,
+        "over the cap across midnight: {third}"
     );
     // Someone new after midnight counts.
     assert_eq!(
