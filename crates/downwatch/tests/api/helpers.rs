@@ -400,7 +400,14 @@ pub async fn spawn_app_with(backing: &Backing, extra: &[(&str, &str)]) -> TestAp
     let join = tokio::spawn(app.run_until_stopped());
     TestApp {
         address,
-        client: reqwest::Client::new(),
+        // Idle connections are dropped well before the server's keep-alive
+        // (5 s) closes them, so a request never races that close (the
+        // server's close arriving as the request goes out reads as an
+        // incomplete message).
+        client: reqwest::Client::builder()
+            .pool_idle_timeout(std::time::Duration::from_millis(2500))
+            .build()
+            .unwrap(),
         state,
         handle,
         join,
