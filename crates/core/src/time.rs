@@ -7,6 +7,11 @@ use chrono::{DateTime, SecondsFormat, Utc};
 /// in microseconds (SQLite's encoding) cannot overflow.
 pub const LAST_SECOND: i64 = 253_402_300_799;
 
+/// Whether unix seconds `secs` lie between the epoch and [`LAST_SECOND`].
+pub fn storable(secs: i64) -> bool {
+    (0..=LAST_SECOND).contains(&secs)
+}
+
 /// Unix seconds as RFC 3339 to the second (`2022-10-25T07:00:00Z`); the
 /// epoch when out of range.
 pub fn rfc3339(secs: i64) -> String {

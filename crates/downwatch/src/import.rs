@@ -32,8 +32,6 @@ pub const COLUMNS: [&str; 5] = ["service", "problem", "country", "city", "report
 /// long the file.
 pub const CHUNK_ROWS: usize = 50_000;
 
-use downwatch_core::time::LAST_SECOND;
-
 /// A rejected row (or header): its line in the file (the header is line 1)
 /// and the field at fault, if one is.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -163,7 +161,7 @@ pub fn parse_row(
             "expected RFC 3339 or YYYY-MM-DD HH:MM:SS (UTC)".to_owned(),
         )
     })?;
-    if !(0..=LAST_SECOND).contains(&secs) {
+    if !downwatch_core::time::storable(secs) {
         return Err(bad(
             4,
             s,
@@ -676,7 +674,7 @@ mod properties {
             // Cities with commas, quotes, accents and scripts; no control
             // characters, at most 80 once trimmed.
             "[ a-zA-Z,\"'éßЖ京-]{0,70}",
-            0i64..LAST_SECOND,
+            0i64..downwatch_core::time::LAST_SECOND,
             any::<bool>(),
         )
             .prop_map(|(service, problem, country, city, secs, spaced)| Row {

@@ -260,10 +260,11 @@ impl Breaker {
         self.0.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Whether this batch should leave the store alone.
+    /// Whether this batch should leave the store alone (which the store
+    /// then misses: its claims and counts).
     fn skip(&self) -> bool {
         let mut b = self.lock();
-        match b.open_until {
+        let skip = match b.open_until {
             None => false,
             Some(until) if Instant::now() < until => true,
             // Time to try again: this batch probes, the others skip.
@@ -272,7 +273,9 @@ impl Breaker {
                 b.probing = true;
                 false
             }
-        }
+        };
+        b.stale |= skip;
+        skip
     }
 
     /// The store failed (or a batch skipped it): open for another while.
@@ -281,11 +284,6 @@ impl Breaker {
         b.open_until = Some(Instant::now() + WINDOWS_RETRY);
         b.probing = false;
         b.stale = true;
-    }
-
-    /// A batch skipped the store: it misses that batch's claims and counts.
-    fn missed(&self) {
-        self.lock().stale = true;
     }
 
     /// The store answered; `true` when it had missed something meanwhile.
@@ -371,12 +369,8 @@ impl Shared {
                 previous: j.submission.client.previous,
             })
             .collect();
-        let skip_windows = self.breaker.skip();
-        if skip_windows {
+        let claimed = if self.breaker.skip() {
             self.metrics.window_skipped.inc();
-            self.breaker.missed();
-        }
-        let claimed = if skip_windows {
             None
         } else {
             match self.windows.claim(&keys, self.dedup).await {
@@ -394,25 +388,10 @@ impl Shared {
                 }
             }
         };
-        let (claims, claimed_in_store) = match claimed {
-            Some(c) => (c, true),
-            None => {
-                // Windows are derived state: keep storing reports, counting
-                // only the first of each client within this batch.
-                let mut seen = HashSet::with_capacity(keys.len());
-                let claims = keys
-                    .iter()
-                    .map(|k| {
-                        if seen.insert((k.service_id, k.client)) {
-                            Claim::Counted
-                        } else {
-                            Claim::Duplicate
-                        }
-                    })
-                    .collect();
-                (claims, false)
-            }
-        };
+        let claimed_in_store = claimed.is_some();
+        // Windows are derived state: without them, keep storing reports,
+        // counting only the first of each client within this batch.
+        let claims = claimed.unwrap_or_else(|| within_batch(&keys));
         // Submissions move into the records; the replies wait aside.
         let (submissions, replies): (Vec<Submission>, Vec<_>) =
             jobs.into_iter().map(|j| (j.submission, j.reply)).unzip();
@@ -473,6 +452,21 @@ impl Shared {
             }));
         }
     }
+}
+
+/// Claims without the window store: the first report of each client in the
+/// batch counts.
+fn within_batch(keys: &[DedupKey]) -> Vec<Claim> {
+    let mut seen = HashSet::with_capacity(keys.len());
+    keys.iter()
+        .map(|k| {
+            if seen.insert((k.service_id, k.client)) {
+                Claim::Counted
+            } else {
+                Claim::Duplicate
+            }
+        })
+        .collect()
 }
 
 /// Counted reports summed per service, scope and minute.

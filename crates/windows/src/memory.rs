@@ -170,9 +170,8 @@ impl WindowStore for MemoryWindows {
                 continue;
             }
             inner.claims.insert(client, (), expiry);
-            // The counter holds counted reports only, so a released one
-            // frees its place under the cap.
-            // Counted before midnight under yesterday's salt: still under the cap.
+            // What the address counted before midnight, under yesterday's
+            // salt, still counts against its cap.
             let before_midnight = key.previous.map_or(0, |p| {
                 inner
                     .per_address
@@ -180,6 +179,8 @@ impl WindowStore for MemoryWindows {
                     .get(&slot(key.service_id, &p.address))
                     .map_or(0, |(_, n)| *n)
             });
+            // The counter holds counted reports only, so a released one
+            // frees its place under the cap.
             let address = slot(key.service_id, &key.address);
             let claim = match inner.per_address.get_mut(&address) {
                 Some(n) if *n + before_midnight >= rule.per_address => Claim::OverCap,

@@ -163,6 +163,8 @@ impl RedisWindows {
                 .cmd("EVALSHA")
                 .arg(self.claim_script.get_hash())
                 .arg(group.len() * 4);
+            // One service per group: its "no previous hash" key, made once.
+            let none = format!("{}{{s{}}}:-", self.prefix, keys[group[0]].service_id);
             for &i in group {
                 let k = &keys[i];
                 cmd.arg(self.hashed_key(k.service_id, 'd', &k.client))
@@ -171,10 +173,7 @@ impl RedisWindows {
                     Some(p) => cmd
                         .arg(self.hashed_key(k.service_id, 'd', &p.client))
                         .arg(self.hashed_key(k.service_id, 'a', &p.address)),
-                    None => {
-                        let none = format!("{}{{s{}}}:-", self.prefix, k.service_id);
-                        cmd.arg(&none).arg(none)
-                    }
+                    None => cmd.arg(&none).arg(&none),
                 };
             }
             cmd.arg(window_ms).arg(rule.per_address);
@@ -184,6 +183,11 @@ impl RedisWindows {
 
     fn bucket_key(&self, service_id: i64, scope: &str, minute: i64) -> String {
         format!("{}{{s{service_id}}}:m:{scope}:{minute}", self.prefix)
+    }
+
+    /// Set while the buckets hold what was filled from the database.
+    fn filled_key(&self) -> String {
+        format!("{}filled", self.prefix)
     }
 
     fn scopes_key(&self, service_id: i64) -> String {
@@ -464,7 +468,7 @@ impl WindowStore for RedisWindows {
     async fn is_filled(&self) -> Result<bool> {
         let mut conn = self.conn.clone();
         let exists: bool = redis::cmd("EXISTS")
-            .arg(format!("{}filled", self.prefix))
+            .arg(self.filled_key())
             .query_async(&mut conn)
             .await?;
         Ok(exists)
@@ -490,10 +494,7 @@ impl WindowStore for RedisWindows {
                 .ignore();
             pipe.cmd("EXPIRE").arg(&scopes).arg(retention).ignore();
         }
-        pipe.cmd("SET")
-            .arg(format!("{}filled", self.prefix))
-            .arg(1)
-            .ignore();
+        pipe.cmd("SET").arg(self.filled_key()).arg(1).ignore();
         let mut conn = self.conn.clone();
         let () = pipe.query_async(&mut conn).await?;
         Ok(())
@@ -502,7 +503,7 @@ impl WindowStore for RedisWindows {
     async fn mark_stale(&self) -> Result<()> {
         let mut conn = self.conn.clone();
         let _: i64 = redis::cmd("DEL")
-            .arg(format!("{}filled", self.prefix))
+            .arg(self.filled_key())
             .query_async(&mut conn)
             .await?;
         Ok(())

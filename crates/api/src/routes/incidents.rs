@@ -92,7 +92,7 @@ pub fn decode_cursor(c: &str) -> Result<(i64, i64), ApiError> {
     let started: i64 = s.parse().map_err(|_| bad())?;
     let id: i64 = i.parse().map_err(|_| bad())?;
     // Only times the API can hand out (so no query overflows on them).
-    if !(0..=downwatch_core::time::LAST_SECOND).contains(&started) {
+    if !downwatch_core::time::storable(started) {
         return Err(bad());
     }
     Ok((started, id))

@@ -104,7 +104,7 @@ pub fn parse_time(field: &str, s: &str) -> Result<DateTime<Utc>, ApiError> {
                 "must be an RFC 3339 timestamp such as 2022-10-25T07:00:00Z",
             )
         })?;
-    if !(0..=downwatch_core::time::LAST_SECOND).contains(&t.timestamp()) {
+    if !downwatch_core::time::storable(t.timestamp()) {
         return Err(ApiError::bad_param(
             field,
             "must be between 1970-01-01T00:00:00Z and 9999-12-31T23:59:59Z",
